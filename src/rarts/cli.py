@@ -1,0 +1,53 @@
+"""The `rarts` command line: a thin dispatcher over per-command modules in rarts.commands.
+
+Each module in COMMANDS has `register(subparsers)`, which adds its parser and sets `func` to a
+callable taking the parsed arguments and returning an exit code (or None for 0). Heavy imports
+happen inside those callables, so `rarts --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rarts import __version__
+from rarts.errors import RartsError
+
+COMMANDS = (
+    "rarts.commands.toy",
+)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="rarts",
+        description="Differentiable architecture search: RARTS, DARTS 1st/2nd order, MiLeNAS, random.",
+    )
+    parser.add_argument("--version", action="version", version=f"rarts {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except RartsError as e:
+        print(f"rarts: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rarts: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)

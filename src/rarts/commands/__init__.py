@@ -1,0 +1,1 @@
+"""One module per `rarts` subcommand; each exposes register(subparsers)."""
