@@ -14,9 +14,7 @@ import sys
 from rarts import __version__
 from rarts.errors import RartsError
 
-COMMANDS = (
-    "rarts.commands.toy",
-)
+COMMANDS = ("rarts.commands.toy",)
 
 
 class ArgumentParser(argparse.ArgumentParser):

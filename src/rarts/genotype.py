@@ -1,0 +1,315 @@
+"""Genotypes: the discrete cells a search ends with.
+
+A Genotype lists, for each of the 4 nodes of the normal and the reduction cell, two (op, input) pairs,
+where input 0 is c_{k-2}, 1 is c_{k-1} and 2..5 are earlier nodes. It is derived from alpha by the DARTS
+rule, stored as JSON, and read back from JSON or from the DARTS string form (parsed, never eval'ed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rarts.errors import UsageError
+from rarts.ops import PRIMITIVES
+
+NUM_NODES = 4
+DEFAULT_CONCAT = (2, 3, 4, 5)
+
+Gene = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    normal: Gene
+    normal_concat: tuple[int, ...]
+    reduce: Gene
+    reduce_concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for cell in ("normal", "reduce"):
+            gene = getattr(self, cell)
+            if len(gene) % 2 or not gene:
+                raise UsageError(f"genotype {cell} cell needs two (op, input) pairs per node, got {len(gene)} pairs")
+            for pos, (op, idx) in enumerate(gene):
+                if op not in PRIMITIVES or op == "none":
+                    raise UsageError(f"genotype {cell} cell: unknown op {op!r}; known: {', '.join(PRIMITIVES[1:])}")
+                node = pos // 2
+                if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < node + 2:
+                    raise UsageError(
+                        f"genotype {cell} cell: node {node} takes input {idx!r}, but only 0..{node + 1} exist"
+                    )
+            concat = getattr(self, f"{cell}_concat")
+            steps = len(gene) // 2
+            if not concat or any(not isinstance(c, int) or not 0 <= c < steps + 2 for c in concat):
+                raise UsageError(f"genotype {cell}_concat {list(concat)} must name states 0..{steps + 1}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "normal": [[op, idx] for op, idx in self.normal],
+            "normal_concat": list(self.normal_concat),
+            "reduce": [[op, idx] for op, idx in self.reduce],
+            "reduce_concat": list(self.reduce_concat),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "genotype") -> Genotype:
+        if not isinstance(data, dict):
+            raise UsageError(f"{source}: expected an object with normal, normal_concat, reduce, reduce_concat")
+        if "genotype" in data and "normal" not in data:  # e.g. a summary.json
+            data = data["genotype"]
+            if isinstance(data, str):
+                return parse_genotype_string(data)
+        missing = [k for k in ("normal", "reduce") if k not in data]
+        if missing:
+            raise UsageError(f"{source}: missing key(s) {', '.join(missing)}")
+
+        def gene(key: str) -> Gene:
+            items = data[key]
+            if not isinstance(items, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
+                raise UsageError(f"{source}: {key} must be a list of [op, input] pairs")
+            return tuple((str(op), idx) for op, idx in items)
+
+        def concat(key: str) -> tuple[int, ...]:
+            value = data.get(key, list(DEFAULT_CONCAT))
+            if not isinstance(value, list):
+                raise UsageError(f"{source}: {key} must be a list of integers")
+            return tuple(value)
+
+        return cls(gene("normal"), concat("normal_concat"), gene("reduce"), concat("reduce_concat"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_darts_string(self) -> str:
+        """The form DARTS' genotypes.py uses, readable by parse_genotype_string and by DARTS users."""
+
+        def gene(g: Gene) -> str:
+            return "[" + ", ".join(f"('{op}', {idx})" for op, idx in g) + "]"
+
+        return (
+            f"Genotype(normal={gene(self.normal)}, normal_concat={list(self.normal_concat)}, "
+            f"reduce={gene(self.reduce)}, reduce_concat={list(self.reduce_concat)})"
+        )
+
+
+def derive_gene(weights: torch.Tensor, num_nodes: int = NUM_NODES) -> Gene:
+    """The DARTS rule on one cell's mixing weights (softmax of alpha), shape (14, 8).
+
+    For each node keep the 2 incoming edges whose strongest non-none weight is largest, and on each the
+    strongest non-none op. Ties go to the lower edge index and the lower op index.
+    """
+    none = PRIMITIVES.index("none")
+    w = weights.detach().cpu().double().clone()
+    w[:, none] = -float("inf")
+    gene: list[tuple[str, int]] = []
+    start = 0
+    for i in range(num_nodes):
+        n_in = i + 2
+        block = w[start : start + n_in]
+        strength = block.max(dim=1).values.tolist()
+        edges = sorted(range(n_in), key=lambda j: -strength[j])[:2]  # sorted() is stable: ties keep order
+        for j in edges:
+            row = block[j].tolist()
+            k_best = max(range(len(row)), key=lambda k: (row[k], -k))
+            gene.append((PRIMITIVES[k_best], j))
+        start += n_in
+    return tuple(gene)
+
+
+def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor) -> Genotype:
+    """Genotype from raw alpha (14, 8) of both cells: softmax per edge, then the DARTS rule."""
+    wn = torch.softmax(alpha_normal.detach().double(), dim=-1)
+    wr = torch.softmax(alpha_reduce.detach().double(), dim=-1)
+    return Genotype(derive_gene(wn), DEFAULT_CONCAT, derive_gene(wr), DEFAULT_CONCAT)
+
+
+# --- the DARTS string form ---------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'[^']*'|\"[^\"]*\")|(?P<int>-?\d+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<punct>[()\[\],=]))"
+)
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens: list[tuple[str, Any, int]] = []
+        pos = 0
+        text = text.strip()
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m or m.end() == pos:
+                bad = text[pos:].strip()[:20]
+                raise UsageError(f"genotype string: unexpected text {bad!r} at position {pos}")
+            kind = m.lastgroup
+            raw = m.group(kind)
+            value: Any = raw[1:-1] if kind == "str" else int(raw) if kind == "int" else raw
+            self.tokens.append((kind, value, m.start(kind)))
+            pos = m.end()
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+        self.i = 0
+
+    def peek(self) -> tuple[str, Any, int]:
+        return self.tokens[self.i] if self.i < len(self.tokens) else ("end", None, len(self.text))
+
+    def take(self, kind: str, value: Any = None) -> Any:
+        tok = self.peek()
+        if tok[0] != kind or (value is not None and tok[1] != value):
+            want = repr(value) if value is not None else kind
+            got = "end of text" if tok[0] == "end" else repr(tok[1])
+            raise UsageError(f"genotype string: expected {want}, found {got} at position {tok[2]}")
+        self.i += 1
+        return tok[1]
+
+    def gene(self) -> Gene:
+        self.take("punct", "[")
+        pairs = []
+        while self.peek()[1] != "]":
+            self.take("punct", "(")
+            op = self.take("str")
+            if op not in PRIMITIVES:
+                raise UsageError(f"genotype string: unknown op {op!r}; known: {', '.join(PRIMITIVES[1:])}")
+            self.take("punct", ",")
+            idx = self.take("int")
+            self.take("punct", ")")
+            pairs.append((op, idx))
+            if self.peek()[1] == ",":
+                self.take("punct", ",")
+        self.take("punct", "]")
+        return tuple(pairs)
+
+    def concat(self) -> tuple[int, ...]:
+        if self.peek()[1] == "range":
+            self.take("name", "range")
+            self.take("punct", "(")
+            lo = self.take("int")
+            self.take("punct", ",")
+            hi = self.take("int")
+            self.take("punct", ")")
+            return tuple(range(lo, hi))
+        self.take("punct", "[")
+        items = []
+        while self.peek()[1] != "]":
+            items.append(self.take("int"))
+            if self.peek()[1] == ",":
+                self.take("punct", ",")
+        self.take("punct", "]")
+        return tuple(items)
+
+    def genotype(self) -> Genotype:
+        self.take("name", "Genotype")
+        self.take("punct", "(")
+        fields: dict[str, Any] = {}
+        while self.peek()[1] != ")":
+            key = self.take("name")
+            if key not in ("normal", "normal_concat", "reduce", "reduce_concat"):
+                raise UsageError(f"genotype string: unknown field {key!r}")
+            if key in fields:
+                raise UsageError(f"genotype string: field {key!r} given twice")
+            self.take("punct", "=")
+            fields[key] = self.gene() if key in ("normal", "reduce") else self.concat()
+            if self.peek()[1] == ",":
+                self.take("punct", ",")
+        self.take("punct", ")")
+        if self.peek()[0] != "end":
+            tok = self.peek()
+            raise UsageError(f"genotype string: unexpected {tok[1]!r} after the closing parenthesis")
+        missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in fields]
+        if missing:
+            raise UsageError(f"genotype string: missing field(s) {', '.join(missing)}")
+        return Genotype(**fields)
+
+
+def parse_genotype_string(text: str) -> Genotype:
+    """Parse `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], ...)`."""
+    return _Parser(text).genotype()
+
+
+# --- known genotypes (from DARTS' genotypes.py) ------------------------------------------------------------------
+
+KNOWN_GENOTYPES: dict[str, Genotype] = {
+    "DARTS_V1": Genotype(
+        normal=(
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("skip_connect", 0),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("skip_connect", 2),
+        ),
+        normal_concat=DEFAULT_CONCAT,
+        reduce=(
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 0),
+            ("skip_connect", 2),
+            ("skip_connect", 2),
+            ("avg_pool_3x3", 0),
+        ),
+        reduce_concat=DEFAULT_CONCAT,
+    ),
+    "DARTS_V2": Genotype(
+        normal=(
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("skip_connect", 0),
+            ("dil_conv_3x3", 2),
+        ),
+        normal_concat=DEFAULT_CONCAT,
+        reduce=(
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("skip_connect", 2),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+        ),
+        reduce_concat=DEFAULT_CONCAT,
+    ),
+}
+KNOWN_GENOTYPES["DARTS"] = KNOWN_GENOTYPES["DARTS_V2"]
+
+
+def load_genotype(spec: str) -> Genotype:
+    """A genotype from a known name, a JSON file, a DARTS string, or a search run folder (its genotype.json)."""
+    spec = spec.strip()
+    if spec in KNOWN_GENOTYPES:
+        return KNOWN_GENOTYPES[spec]
+    if spec.startswith("Genotype"):
+        return parse_genotype_string(spec)
+    path = Path(spec)
+    if path.is_dir():
+        candidate = path / "genotype.json"
+        if not candidate.exists():
+            raise UsageError(f"{path} is a folder without genotype.json: not a finished search run")
+        path = candidate
+    if path.is_file():
+        text = path.read_text(encoding="utf-8").strip()
+        if text.startswith("Genotype"):
+            return parse_genotype_string(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path} is neither JSON nor a DARTS genotype string: {e.msg} at line {e.lineno}") from e
+        return Genotype.from_dict(data, source=str(path))
+    raise UsageError(
+        f"unknown genotype {spec!r}: give a known name ({', '.join(KNOWN_GENOTYPES)}), a JSON file, "
+        "a DARTS string or a search run folder"
+    )
