@@ -14,7 +14,7 @@ import sys
 from rarts import __version__
 from rarts.errors import RartsError
 
-COMMANDS = ("rarts.commands.toy",)
+COMMANDS = ("rarts.commands.toy", "rarts.commands.data", "rarts.commands.latency")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -48,4 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rarts: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: stop quietly, and keep Python from complaining at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return int(code or 0)
