@@ -14,7 +14,7 @@ import sys
 from rarts import __version__
 from rarts.errors import RartsError
 
-COMMANDS = ("rarts.commands.toy", "rarts.commands.data", "rarts.commands.latency")
+COMMANDS = ("rarts.commands.toy", "rarts.commands.data", "rarts.commands.latency", "rarts.commands.genotype")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -32,6 +32,13 @@ class Genotype:
     reduce_concat: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        # Accept lists too (e.g. Genotype(normal=[...], ...)) but store tuples, so genotypes hash and compare.
+        for cell in ("normal", "reduce"):
+            try:
+                object.__setattr__(self, cell, tuple((op, idx) for op, idx in getattr(self, cell)))
+                object.__setattr__(self, f"{cell}_concat", tuple(getattr(self, f"{cell}_concat")))
+            except (TypeError, ValueError):
+                raise UsageError(f"genotype {cell} cell must be a list of (op, input) pairs") from None
         for cell in ("normal", "reduce"):
             gene = getattr(self, cell)
             if len(gene) % 2 or not gene:
@@ -61,10 +68,9 @@ class Genotype:
     def from_dict(cls, data: Any, source: str = "genotype") -> Genotype:
         if not isinstance(data, dict):
             raise UsageError(f"{source}: expected an object with normal, normal_concat, reduce, reduce_concat")
-        if "genotype" in data and "normal" not in data:  # e.g. a summary.json
-            data = data["genotype"]
-            if isinstance(data, str):
-                return parse_genotype_string(data)
+        if "genotype" in data and "normal" not in data:  # e.g. a summary.json holding the genotype
+            inner = data["genotype"]
+            return parse_genotype_string(inner) if isinstance(inner, str) else cls.from_dict(inner, source)
         missing = [k for k in ("normal", "reduce") if k not in data]
         if missing:
             raise UsageError(f"{source}: missing key(s) {', '.join(missing)}")
@@ -81,7 +87,10 @@ class Genotype:
                 raise UsageError(f"{source}: {key} must be a list of integers")
             return tuple(value)
 
-        return cls(gene("normal"), concat("normal_concat"), gene("reduce"), concat("reduce_concat"))
+        try:
+            return cls(gene("normal"), concat("normal_concat"), gene("reduce"), concat("reduce_concat"))
+        except UsageError as e:
+            raise UsageError(f"{source}: {e}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -124,6 +133,11 @@ def derive_gene(weights: torch.Tensor, num_nodes: int = NUM_NODES) -> Gene:
 
 def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor) -> Genotype:
     """Genotype from raw alpha (14, 8) of both cells: softmax per edge, then the DARTS rule."""
+    for name, alpha in (("alpha_normal", alpha_normal), ("alpha_reduce", alpha_reduce)):
+        if tuple(alpha.shape) != (sum(2 + i for i in range(NUM_NODES)), len(PRIMITIVES)):
+            raise ValueError(f"{name} has shape {tuple(alpha.shape)}, expected (14, {len(PRIMITIVES)})")
+        if not torch.isfinite(alpha).all():
+            raise ValueError(f"{name} has non-finite values: no genotype can be derived")
     wn = torch.softmax(alpha_normal.detach().double(), dim=-1)
     wr = torch.softmax(alpha_reduce.detach().double(), dim=-1)
     return Genotype(derive_gene(wn), DEFAULT_CONCAT, derive_gene(wr), DEFAULT_CONCAT)
@@ -131,6 +145,7 @@ def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor) -> G
 
 # --- the DARTS string form ---------------------------------------------------------------------------------------
 
+_DARTS_STRING = re.compile(r"Genotype\s*\(")
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'[^']*'|\"[^\"]*\")|(?P<int>-?\d+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<punct>[()\[\],=]))"
 )
@@ -138,10 +153,9 @@ _TOKEN = re.compile(
 
 class _Parser:
     def __init__(self, text: str):
-        self.text = text
+        self.text = text = text.strip()
         self.tokens: list[tuple[str, Any, int]] = []
         pos = 0
-        text = text.strip()
         while pos < len(text):
             m = _TOKEN.match(text, pos)
             if not m or m.end() == pos:
@@ -159,34 +173,54 @@ class _Parser:
     def peek(self) -> tuple[str, Any, int]:
         return self.tokens[self.i] if self.i < len(self.tokens) else ("end", None, len(self.text))
 
+    def at(self, kind: str, value: Any) -> bool:
+        tok = self.peek()
+        return tok[0] == kind and tok[1] == value
+
     def take(self, kind: str, value: Any = None) -> Any:
         tok = self.peek()
         if tok[0] != kind or (value is not None and tok[1] != value):
-            want = repr(value) if value is not None else kind
+            want = (
+                repr(value) if value is not None else {"str": "a quoted op name", "int": "an integer"}.get(kind, kind)
+            )
             got = "end of text" if tok[0] == "end" else repr(tok[1])
             raise UsageError(f"genotype string: expected {want}, found {got} at position {tok[2]}")
         self.i += 1
         return tok[1]
 
-    def gene(self) -> Gene:
-        self.take("punct", "[")
-        pairs = []
-        while self.peek()[1] != "]":
-            self.take("punct", "(")
-            op = self.take("str")
-            if op not in PRIMITIVES:
-                raise UsageError(f"genotype string: unknown op {op!r}; known: {', '.join(PRIMITIVES[1:])}")
-            self.take("punct", ",")
-            idx = self.take("int")
-            self.take("punct", ")")
-            pairs.append((op, idx))
-            if self.peek()[1] == ",":
+    def sequence(self, close: str, item: Callable[[], Any]) -> list[Any]:
+        """Items up to the punctuation `close`, separated by commas (a trailing comma is allowed)."""
+        items = []
+        while not self.at("punct", close):
+            items.append(item())
+            if not self.at("punct", close):
                 self.take("punct", ",")
-        self.take("punct", "]")
-        return tuple(pairs)
+        self.take("punct", close)
+        return items
+
+    def pair(self) -> tuple[str, int]:
+        self.take("punct", "(")
+        pos = self.peek()[2]
+        op = self.take("str")
+        if op not in PRIMITIVES or op == "none":
+            raise UsageError(
+                f"genotype string: unknown op {op!r} at position {pos}; known: {', '.join(PRIMITIVES[1:])}"
+            )
+        self.take("punct", ",")
+        idx = self.take("int")
+        self.take("punct", ")")
+        return op, idx
+
+    def gene(self) -> Gene:
+        """A list of (op, input) pairs; a list of per-node lists of pairs (the pt.darts form) is flattened."""
+        self.take("punct", "[")
+        if self.at("punct", "["):
+            nodes = self.sequence("]", self.gene)
+            return tuple(pair for node in nodes for pair in node)
+        return tuple(self.sequence("]", self.pair))
 
     def concat(self) -> tuple[int, ...]:
-        if self.peek()[1] == "range":
+        if self.at("name", "range"):
             self.take("name", "range")
             self.take("punct", "(")
             lo = self.take("int")
@@ -195,36 +229,34 @@ class _Parser:
             self.take("punct", ")")
             return tuple(range(lo, hi))
         self.take("punct", "[")
-        items = []
-        while self.peek()[1] != "]":
-            items.append(self.take("int"))
-            if self.peek()[1] == ",":
-                self.take("punct", ",")
-        self.take("punct", "]")
-        return tuple(items)
+        return tuple(self.sequence("]", lambda: self.take("int")))
+
+    def field(self) -> tuple[str, Any]:
+        pos = self.peek()[2]
+        key = self.take("name")
+        if key not in ("normal", "normal_concat", "reduce", "reduce_concat"):
+            raise UsageError(f"genotype string: unknown field {key!r} at position {pos}")
+        self.take("punct", "=")
+        return key, self.gene() if key in ("normal", "reduce") else self.concat()
 
     def genotype(self) -> Genotype:
         self.take("name", "Genotype")
         self.take("punct", "(")
         fields: dict[str, Any] = {}
-        while self.peek()[1] != ")":
-            key = self.take("name")
-            if key not in ("normal", "normal_concat", "reduce", "reduce_concat"):
-                raise UsageError(f"genotype string: unknown field {key!r}")
+        for key, value in self.sequence(")", self.field):
             if key in fields:
                 raise UsageError(f"genotype string: field {key!r} given twice")
-            self.take("punct", "=")
-            fields[key] = self.gene() if key in ("normal", "reduce") else self.concat()
-            if self.peek()[1] == ",":
-                self.take("punct", ",")
-        self.take("punct", ")")
+            fields[key] = value
         if self.peek()[0] != "end":
             tok = self.peek()
-            raise UsageError(f"genotype string: unexpected {tok[1]!r} after the closing parenthesis")
+            raise UsageError(f"genotype string: unexpected {tok[1]!r} at position {tok[2]}, after the closing ')'")
         missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in fields]
         if missing:
             raise UsageError(f"genotype string: missing field(s) {', '.join(missing)}")
-        return Genotype(**fields)
+        try:
+            return Genotype(**fields)
+        except UsageError as e:
+            raise UsageError(f"genotype string: {e}") from None
 
 
 def parse_genotype_string(text: str) -> Genotype:
@@ -288,12 +320,17 @@ KNOWN_GENOTYPES["DARTS"] = KNOWN_GENOTYPES["DARTS_V2"]
 
 
 def load_genotype(spec: str) -> Genotype:
-    """A genotype from a known name, a JSON file, a DARTS string, or a search run folder (its genotype.json)."""
+    """A genotype from a known name, a JSON file, a DARTS string, or a search run folder (its genotype.json).
+
+    A JSON object given inline (text starting with `{`) is read too. Every failure is a one-line UsageError.
+    """
     spec = spec.strip()
     if spec in KNOWN_GENOTYPES:
         return KNOWN_GENOTYPES[spec]
-    if spec.startswith("Genotype"):
+    if _DARTS_STRING.match(spec):
         return parse_genotype_string(spec)
+    if spec.startswith("{"):
+        return _genotype_from_json_text(spec, "genotype JSON")
     path = Path(spec)
     if path.is_dir():
         candidate = path / "genotype.json"
@@ -301,15 +338,46 @@ def load_genotype(spec: str) -> Genotype:
             raise UsageError(f"{path} is a folder without genotype.json: not a finished search run")
         path = candidate
     if path.is_file():
-        text = path.read_text(encoding="utf-8").strip()
-        if text.startswith("Genotype"):
-            return parse_genotype_string(text)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path} is neither JSON nor a DARTS genotype string: {e.msg} at line {e.lineno}") from e
-        return Genotype.from_dict(data, source=str(path))
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read genotype file {path}: {e}") from None
+        if _DARTS_STRING.match(text):
+            try:
+                return parse_genotype_string(text)
+            except UsageError as e:
+                raise UsageError(f"{path}: {e}") from None
+        return _genotype_from_json_text(text, str(path))
+    if "/" in spec or "\\" in spec or spec.endswith((".json", ".txt")):
+        raise UsageError(f"genotype file or folder not found: {spec}")
     raise UsageError(
         f"unknown genotype {spec!r}: give a known name ({', '.join(KNOWN_GENOTYPES)}), a JSON file, "
         "a DARTS string or a search run folder"
     )
+
+
+def _genotype_from_json_text(text: str, source: str) -> Genotype:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{source} is neither JSON nor a DARTS genotype string: {e.msg} at line {e.lineno}") from None
+    return Genotype.from_dict(data, source=source)
+
+
+def describe_genotype(genotype: Genotype) -> str:
+    """A readable multi-line description: for each cell, each node's two inputs and the ops on them."""
+    lines = []
+    for cell, title in (("normal", "normal cell"), ("reduce", "reduction cell")):
+        gene = getattr(genotype, cell)
+        concat = getattr(genotype, f"{cell}_concat")
+        lines.append(f"{title} (output: concat of {', '.join(state_name(i) for i in concat)})")
+        for node in range(len(gene) // 2):
+            pairs = gene[2 * node : 2 * node + 2]
+            inputs = " + ".join(f"{op}({state_name(idx)})" for op, idx in pairs)
+            lines.append(f"  node {node} = {inputs}")
+    return "\n".join(lines)
+
+
+def state_name(index: int) -> str:
+    """Name of state `index` of a cell: 0 is c_{k-2}, 1 is c_{k-1}, 2.. are nodes 0.."""
+    return ("c_{k-2}", "c_{k-1}")[index] if index < 2 else f"node {index - 2}"

@@ -55,12 +55,14 @@ class Cell(nn.Module):
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
-    """Classifier on the 8x8 feature map at 2/3 depth."""
+    """Classifier on the 8x8 feature map after the second reduction cell (32 x 32 input)."""
 
     def __init__(self, C: int, num_classes: int):
         super().__init__()
+        # The first ReLU is not in place: its input is also the next cell's input (or, in a network of
+        # three cells or fewer, the input of the final classifier), which must stay unchanged.
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
@@ -76,12 +78,15 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 
 class AuxiliaryHeadImageNet(nn.Module):
-    """Classifier on the 14x14 feature map at 2/3 depth (DARTS leaves out the last BatchNorm here)."""
+    """Classifier on the 7x7 feature map after the second reduction cell (224 x 224 input).
+
+    DARTS leaves out the last BatchNorm here; the first ReLU is not in place, as in AuxiliaryHeadCIFAR.
+    """
 
     def __init__(self, C: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
@@ -158,8 +163,9 @@ class NetworkImageNet(_FinalNetwork):
             nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
+        # Not in place: stem0's output is also the first cell's s0.
         self.stem1 = nn.Sequential(
-            nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
+            nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
         )
         C_aux = self._build_cells(genotype, C, C, C, layers, reduction_prev=True)
         self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes) if auxiliary else None
@@ -194,3 +200,36 @@ def count_params(model: nn.Module, include_auxiliary: bool = False) -> int:
     return sum(
         p.numel() for name, p in model.named_parameters() if include_auxiliary or not name.startswith("auxiliary_head")
     )
+
+
+INPUT_SIZES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "imagenet": (3, 224, 224),
+}
+
+
+def summarize_network(model: _FinalNetwork, input_size: tuple[int, int, int]) -> dict:
+    """Parameter and operation counts of a final network, per image of shape input_size (C, H, W).
+
+    `params` leaves out the auxiliary head, as DARTS reports; `mult_adds` counts convolutions and linear layers
+    in eval mode (auxiliary head off); `operations` is the full breakdown of rarts.flops.count_operations.
+    """
+    from rarts.flops import count_mult_adds, count_operations
+
+    aux_input: list[tuple[int, ...]] = []
+    hook = model.cells[model.aux_index].register_forward_hook(lambda m, i, out: aux_input.append(tuple(out.shape[1:])))
+    try:
+        operations = count_operations(model, input_size)
+    finally:
+        hook.remove()
+    summary = {
+        "params": count_params(model),
+        "params_with_auxiliary": count_params(model, include_auxiliary=True),
+        "mult_adds": operations["mult_adds"],
+        "mult_adds_auxiliary_head": None,
+        "operations": operations,
+    }
+    if model.auxiliary_head is not None:
+        summary["mult_adds_auxiliary_head"] = count_mult_adds(model.auxiliary_head, aux_input[0])
+    return summary
