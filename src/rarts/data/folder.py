@@ -1,0 +1,327 @@
+"""Image-folder datasets (custom data, ImageNet): one folder per class, decoded by Pillow, streamed by workers.
+
+Layout: ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (ImageNet's validation set reorganised into
+class folders, as is usual). Images are .jpg, .jpeg or .png. Pillow is the optional extra `images`.
+
+The transforms follow the ImageNet recipe DARTS uses. Training: random resized crop to 224 (area 8%-100%,
+aspect ratio 3/4-4/3), horizontal flip, colour jitter (brightness, contrast and saturation by factors in
+[0.6, 1.4], hue shifted by up to 0.2 of the colour wheel, in random order). Evaluation: shorter side resized
+to 256, centre crop 224. They run on PIL images in the DataLoader's worker processes and draw from torch's
+random generator, which the DataLoader seeds in each worker; they return uint8 (3, S, S) tensors, so a
+batch crosses to the device as bytes and is normalised there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rarts.data.imageset import IMAGENET_MEAN, IMAGENET_STD, ImageSet
+from rarts.errors import UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLIT_FOLDERS = {"train": "train", "test": "val"}
+
+
+def _pil():
+    """Pillow's Image module, or a one-line error saying how to install it."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise UsageError("image folders need Pillow: pip install 'rarts[images]'") from e
+    return Image
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand(()))
+
+
+def _randint(lo: int, hi: int) -> int:
+    """Uniform integer in [lo, hi]."""
+    return int(torch.randint(lo, hi + 1, ()))
+
+
+class RandomResizedCrop:
+    """A crop of random area (share `scale` of the image) and aspect ratio (`ratio`, log-uniform), resized to
+    size x size. Ten tries to fit such a crop; otherwise a centre crop with the ratio clamped into range."""
+
+    def __init__(self, size: int = 224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.size, self.scale, self.ratio = size, scale, ratio
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, crop width, crop height)."""
+        area = width * height
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(10):
+            target = area * _uniform(*self.scale)
+            aspect = math.exp(_uniform(log_lo, log_hi))
+            w = round(math.sqrt(target * aspect))
+            h = round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return _randint(0, width - w), _randint(0, height - h), w, h
+        aspect = width / height
+        if aspect < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif aspect > self.ratio[1]:
+            w, h = round(height * self.ratio[1]), height
+        else:
+            w, h = width, height
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def __call__(self, img):
+        left, top, w, h = self.box(*img.size)
+        return img.resize((self.size, self.size), _pil().BILINEAR, box=(left, top, left + w, top + h))
+
+
+class ColorJitter:
+    """Brightness, contrast and saturation scaled by a factor in [1 - b, 1 + b] (and so on), hue rotated by a
+    fraction in [-hue, hue] of the colour wheel; the four in a random order."""
+
+    def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def __call__(self, img):
+        from PIL import ImageEnhance
+
+        for k in torch.randperm(4).tolist():
+            if k == 0 and self.brightness:
+                img = ImageEnhance.Brightness(img).enhance(_uniform(max(0.0, 1 - self.brightness), 1 + self.brightness))
+            elif k == 1 and self.contrast:
+                img = ImageEnhance.Contrast(img).enhance(_uniform(max(0.0, 1 - self.contrast), 1 + self.contrast))
+            elif k == 2 and self.saturation:
+                img = ImageEnhance.Color(img).enhance(_uniform(max(0.0, 1 - self.saturation), 1 + self.saturation))
+            elif k == 3 and self.hue:
+                img = shift_hue(img, _uniform(-self.hue, self.hue))
+        return img
+
+
+def shift_hue(img, fraction: float):
+    """Rotate the hue of an RGB PIL image by `fraction` of a full turn (HSV hue is stored as 0-255)."""
+    Image = _pil()
+    h, s, v = img.convert("HSV").split()
+    hue = (np.asarray(h, dtype=np.int16) + int(round(fraction * 255))) % 256
+    return Image.merge("HSV", (Image.fromarray(hue.astype(np.uint8), "L"), s, v)).convert("RGB")
+
+
+class TrainTransform:
+    """Random resized crop, horizontal flip, colour jitter: the ImageNet training recipe."""
+
+    def __init__(self, size: int = 224, jitter: ColorJitter | None = None):
+        self.crop = RandomResizedCrop(size)
+        self.jitter = jitter if jitter is not None else ColorJitter()
+
+    def __call__(self, img):
+        img = self.crop(img)
+        if float(torch.rand(())) < 0.5:
+            img = img.transpose(_pil().FLIP_LEFT_RIGHT)
+        return self.jitter(img)
+
+
+class EvalTransform:
+    """Shorter side resized to `resize` (aspect kept), then the centre `crop` x `crop`."""
+
+    def __init__(self, resize: int = 256, crop: int = 224):
+        self.resize, self.crop = resize, crop
+
+    def __call__(self, img):
+        return centre_crop(resize_shorter(img, self.resize), self.crop)
+
+
+def resize_shorter(img, size: int):
+    w, h = img.size
+    if w <= h:
+        new = (size, max(1, int(size * h / w)))
+    else:
+        new = (max(1, int(size * w / h)), size)
+    return img if new == (w, h) else img.resize(new, _pil().BILINEAR)
+
+
+def centre_crop(img, size: int):
+    w, h = img.size
+    left, top = int(round((w - size) / 2)), int(round((h - size) / 2))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_uint8_tensor(img) -> torch.Tensor:
+    """An RGB PIL image as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Images in root/<class>/<file>; item i is (uint8 tensor (3, S, S), int label).
+
+    classes: the class names to use, in label order (the validation split passes the training split's, so
+        labels agree); by default the sorted sub-folder names.
+    transform: PIL image -> PIL image (TrainTransform, EvalTransform), or None for the image as it is.
+    """
+
+    def __init__(self, root: str | Path, transform=None, classes: Sequence[str] | None = None, name: str = "folder"):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise UsageError(f"image folder {self.root} does not exist")
+        found = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise UsageError(f"{self.root}: class folder {unknown[0]!r} is not among the training classes")
+        if not classes:
+            raise UsageError(f"{self.root} has no class folders (expected {self.root}/<class>/<image>)")
+        self.classes = tuple(classes)
+        self.name = name
+        self.transform = transform
+        self.samples: list[tuple[str, int]] = []
+        for label, cls in enumerate(self.classes):
+            folder = self.root / cls
+            files = (
+                sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+            )
+            self.samples.extend((str(p), label) for p in files)
+        if not self.samples:
+            raise UsageError(f"{self.root} holds no .jpg, .jpeg or .png images in its class folders")
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([label for _, label in self.samples], dtype=torch.int64)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def open(self, i: int):
+        """The i-th image as an RGB PIL image; a file Pillow cannot read is a UsageError naming it."""
+        Image = _pil()
+        path = self.samples[i][0]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read image {path} ({' '.join(str(e).split())})") from e
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.open(i)
+        if self.transform is not None:
+            img = self.transform(img)
+        return to_uint8_tensor(img), self.samples[i][1]
+
+    def load_all(self, size: int, split: str = "train") -> ImageSet:
+        """Every image, shorter side resized to `size` and centre-cropped to size x size, as an in-memory
+        ImageSet, for small image folders that a DeviceLoader can hold whole."""
+        images = torch.empty(len(self), 3, size, size, dtype=torch.uint8)
+        for i in range(len(self)):
+            images[i] = to_uint8_tensor(centre_crop(resize_shorter(self.open(i), size), size))
+        return ImageSet(self.name, split, images, self.labels, self.classes, self.mean, self.std, str(self.root))
+
+
+def load_folder(name: str, data_dir: str | Path | None, split: str) -> ImageFolder:
+    """The `split` of an image-folder dataset under `data_dir` (train/ and val/), with the recipe's transforms."""
+    if data_dir is None:
+        raise UsageError(f"{name} needs --data-dir: a folder holding train/ and val/, one sub-folder per class")
+    root = Path(data_dir).expanduser()
+    folder = root / SPLIT_FOLDERS[split]
+    if not folder.is_dir():
+        raise UsageError(f"--data-dir {root} has no {SPLIT_FOLDERS[split]}/ folder")
+    classes = None
+    if split != "train" and (root / "train").is_dir():
+        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
+    transform = TrainTransform() if split == "train" else EvalTransform()
+    return ImageFolder(folder, transform=transform, classes=classes, name=name)
+
+
+class StreamLoader:
+    """Batches of an ImageFolder decoded by `workers` DataLoader processes, normalised on `device`.
+
+    Yields (x, y): x (B, 3, S, S) float32 normalised with `mean`/`std` (channels_last when asked), y (B,) int64.
+    Shuffles when train=True; each epoch's order and worker seeds come from (seed, epoch, rank), so a run that
+    resumes at an epoch boundary (`load_state_dict`) sees the same data as one that did not stop.
+    rank, world_size: a DistributedSampler gives each rank its share; batch_size is per rank.
+    `next_batch()` draws one batch at a time and starts the next epoch by itself.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        *,
+        train: bool = True,
+        workers: int = 4,
+        seed: int = 0,
+        drop_last: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        self.device = torch.device(device)
+        self.train, self.seed, self.rank, self.channels_last = train, seed, rank, channels_last
+        self.epoch = 0
+        self._generator = torch.Generator()
+        self._sampler = (
+            DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed, drop_last=drop_last)
+            if world_size > 1
+            else None
+        )
+        self._loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train if self._sampler is None else None,
+            sampler=self._sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=drop_last,
+            generator=self._generator,
+        )
+        self._scale = (1.0 / (255.0 * torch.tensor(std, device=self.device))).view(1, -1, 1, 1)
+        self._shift = (torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(1, -1, 1, 1)
+        self._iterator: Iterator | None = None
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def _epoch_iterator(self) -> Iterator:
+        # New workers per epoch, seeded from (seed, epoch, rank): resuming at an epoch needs nothing else.
+        self._generator.manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
+        if self._sampler is not None:
+            self._sampler.set_epoch(self.epoch)
+        for x, y in self._loader:
+            yield self._to_device(x, y)
+        self.epoch += 1
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, torch.int64, non_blocking=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._iterator = None
+        return self._epoch_iterator()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self._iterator is None:
+                self._iterator = self._epoch_iterator()
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+
+    def state_dict(self) -> dict:
+        """The epoch to start from; a streamed loader resumes at epoch boundaries."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self._iterator = None
