@@ -30,15 +30,6 @@ C, LAYERS, SIZE = 4, 3, 8
 TINY_CELLS = [(False, 4, 8, 8), (True, 8, 8, 4), (True, 16, 4, 2)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine, tiny ops with two threads wait on each other."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def plan():
     return search_plan(C, LAYERS, SIZE)
@@ -127,7 +118,7 @@ def test_gradient_matches_closed_form_and_finite_differences(plan):
     assert arch.alpha_normal.grad is not None and arch.alpha_normal.grad.abs().sum() > 0
 
 
-def tiny_search(weight: float, table: LatencyTable, steps: int = 6, seed: int = 0) -> tuple[Architecture, float]:
+def tiny_search(weight: float, table: LatencyTable, steps: int = 4, seed: int = 0) -> tuple[Architecture, float]:
     """First-order DARTS on random data, the architecture objective L_val + weight * expected latency."""
     torch.manual_seed(seed)
     net = SearchNetwork(C, 10, LAYERS)
@@ -222,12 +213,16 @@ def test_measured_table_covers_the_network_and_records_conditions(plan, tmp_path
     LatencyPenalty(again, SearchNetwork(C, 10, LAYERS))
 
 
-def test_measure_network_reports_a_median():
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_measure_network_reports_a_median(clock):
     from rarts.network import build_network
 
     model = build_network(KNOWN_GENOTYPES["DARTS_V2"], "cifar10", 4, 3, auxiliary=False)
-    out = measure_network(model, 8, torch.device("cpu"), batch=1, warmup=1, repeats=3)
-    assert out["min_ms"] <= out["median_ms"] and out["conditions"]["repeats"] == 3
+    out = measure_network(model, 8, torch.device("cpu"), batch=1, warmup=1, repeats=3, clock=clock)
+    assert 0 < out["min_ms"] <= out["median_ms"]
+    assert (out["conditions"]["repeats"], out["conditions"]["clock"]) == (3, clock)
+    with pytest.raises(UsageError, match="unknown clock 'gpu'"):
+        measure_network(model, 8, torch.device("cpu"), clock="gpu")
 
 
 def test_bad_table_files_are_usage_errors(tmp_path):
@@ -242,7 +237,7 @@ def test_bad_table_files_are_usage_errors(tmp_path):
 
 def test_cli_measure_predict_network(tmp_path, capsys):
     table = str(tmp_path / "t.json")
-    tiny = ["--repeats", "2", "--warmup", "0", "--threads", "1"]
+    tiny = ["--repeats", "2", "--warmup", "0", "--threads", "1", "--clock", "cpu"]
     assert (
         main(["latency", "measure", "--channels", "4", "--cells", "3", "--image-size", "8", "--out", table] + tiny) == 0
     )

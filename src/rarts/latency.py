@@ -421,15 +421,24 @@ def describe_network(desc: dict[str, Any]) -> str:
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
-    """Milliseconds of one call; on CUDA the queue is drained before and after (both are sync points)."""
+CLOCKS = ("wall", "cpu")
+
+
+def _time_once(fn: Callable[[], Any], device: torch.device, clock: str = "wall") -> float:
+    """Milliseconds of one call; on CUDA the queue is drained before and after (both are sync points).
+
+    clock "wall" is elapsed time. clock "cpu" is the CPU time of this process: on a CPU shared with other jobs
+    it leaves out the time the process waited for a core, which would otherwise inflate long runs (a whole
+    network) more than short ones (one op). It equals latency only with one thread; with more it sums them.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    now = time.perf_counter if clock == "wall" else time.process_time
+    start = now()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
+    return (now() - start) * 1e3
 
 
 def _summary(samples: list[float]) -> tuple[float, float]:
@@ -456,7 +465,18 @@ class _ThreadCount:
         torch.set_num_threads(self.old)
 
 
-def measurement_conditions(device: torch.device, dtype: torch.dtype, batch: int, warmup: int, repeats: int) -> dict:
+def _check_timing(device: torch.device, batch: int, warmup: int, repeats: int, clock: str) -> None:
+    if batch < 1 or warmup < 0 or repeats < 1:
+        raise UsageError(f"need batch >= 1, warmup >= 0 and repeats >= 1; got {batch}, {warmup}, {repeats}")
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock {clock!r}; known: {', '.join(CLOCKS)}")
+    if clock == "cpu" and device.type != "cpu":
+        raise UsageError("clock 'cpu' times CPU work only; use the wall clock on CUDA")
+
+
+def measurement_conditions(
+    device: torch.device, dtype: torch.dtype, batch: int, warmup: int, repeats: int, clock: str = "wall"
+) -> dict:
     from rarts.utils import device_name
 
     return {
@@ -468,9 +488,84 @@ def measurement_conditions(device: torch.device, dtype: torch.dtype, batch: int,
         "torch": torch.__version__,
         "warmup": warmup,
         "repeats": repeats,
+        "clock": clock,
         "mode": "forward, eval mode, inference_mode",
         "statistic": "median",
     }
+
+
+def part_calls(
+    plans: list[NetworkPlan], device: torch.device, dtype: torch.dtype, batch: int, seed: int = 0
+) -> dict[str, Callable[[], Any]]:
+    """One call per distinct part of the plans: the part's module (eval mode) on random inputs of `batch` images."""
+    probes: dict[str, Probe] = {}
+    for plan in plans:
+        for key in plan.required_keys():
+            probes.setdefault(key, plan.probes[key])
+    gen = torch.Generator().manual_seed(seed)
+    calls: dict[str, Callable[[], Any]] = {}
+    for key, probe in probes.items():
+        module = probe.build().to(device=device, dtype=dtype).eval()
+        inputs = [torch.randn(batch, *s, generator=gen).to(device=device, dtype=dtype) for s in probe.inputs]
+        calls[key] = lambda m=module, xs=inputs: m(*xs)
+    return calls
+
+
+def network_calls(
+    models: list[nn.Module], image_size: int, device: torch.device, dtype: torch.dtype, batch: int, seed: int = 0
+) -> list[Callable[[], Any]]:
+    """One call per network: a forward pass (eval mode) on `batch` random images."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, image_size, image_size, generator=gen).to(device=device, dtype=dtype)
+    models = [model.to(device=device, dtype=dtype).eval() for model in models]
+    return [lambda m=model: m(x) for model in models]
+
+
+def time_calls(
+    calls: dict[Any, Callable[[], Any]],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    batch: int = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+    seed: int = 0,
+    clock: str = "wall",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[Any, list[float]], dict[str, Any]]:
+    """Milliseconds of each call, `repeats` times, and the conditions (dtype and batch are recorded only).
+
+    Each call runs `warmup` times first. Then the repeats go round-robin over all calls, in a fresh random
+    order each round, so that a burst of load from another process spreads over all of them instead of
+    inflating a few. Everything runs under inference_mode with `threads` intra-op threads.
+    """
+    _check_timing(device, batch, warmup, repeats, clock)
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    with _ThreadCount(threads), torch.inference_mode():
+        conditions = measurement_conditions(device, dtype, batch, warmup, repeats, clock)
+        for call in calls.values():
+            for _ in range(warmup):
+                call()
+        order = list(calls)
+        rng = random.Random(seed)
+        for r in range(repeats):
+            rng.shuffle(order)
+            for key in order:
+                samples[key].append(_time_once(calls[key], device, clock))
+            if progress is not None:
+                progress(r + 1, repeats)
+    return samples, conditions
+
+
+def table_from_samples(
+    plans: list[NetworkPlan], samples: dict[str, list[float]], conditions: dict[str, Any]
+) -> LatencyTable:
+    """The table of the plans' parts: the median of each part's samples, and its relative interquartile range."""
+    entries, spread = {}, {}
+    for plan in plans:
+        for key in plan.required_keys():
+            entries[key], spread[key] = _summary(samples[key])
+    return LatencyTable(entries, conditions, [dict(p.description) for p in plans], spread)
 
 
 def measure_table(
@@ -482,48 +577,26 @@ def measure_table(
     repeats: int = 30,
     threads: int | None = None,
     seed: int = 0,
+    clock: str = "wall",
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
-    """Time every part of every plan: forward passes in eval mode on random inputs of `batch` images.
+    """Time every part of every plan (forward, eval mode, `batch` random images); each entry is a median.
 
-    Each part runs `warmup` times first. Then the repeats go round-robin over all parts, in a fresh random
-    order each round, so that a burst of load from another process spreads over all entries instead of
-    inflating a few; the entry is the median of its repeats.
+    See `time_calls` for the order of the runs.
     """
-    if batch < 1 or warmup < 0 or repeats < 1:
-        raise UsageError(f"need batch >= 1, warmup >= 0 and repeats >= 1; got {batch}, {warmup}, {repeats}")
-    probes: dict[str, Probe] = {}
-    for plan in plans:
-        for key in plan.required_keys():
-            probes.setdefault(key, plan.probes[key])
-    gen = torch.Generator().manual_seed(seed)
-    calls: dict[str, Callable[[], Any]] = {}
-    for key, probe in probes.items():
-        module = probe.build().to(device=device, dtype=dtype).eval()
-        inputs = [torch.randn(batch, *s, generator=gen).to(device=device, dtype=dtype) for s in probe.inputs]
-        calls[key] = lambda m=module, xs=inputs: m(*xs)
-    with _ThreadCount(threads), torch.inference_mode():
-        conditions = measurement_conditions(device, dtype, batch, warmup, repeats)
-        for key in calls:
-            for _ in range(warmup):
-                calls[key]()
-        samples: dict[str, list[float]] = {key: [] for key in calls}
-        order = list(calls)
-        rng = random.Random(seed)
-        for r in range(repeats):
-            rng.shuffle(order)
-            for key in order:
-                samples[key].append(_time_once(calls[key], device))
-            if progress is not None:
-                progress(r + 1, repeats)
-    entries, spread = {}, {}
-    for key in probes:
-        entries[key], spread[key] = _summary(samples[key])
-    return LatencyTable(entries, conditions, [dict(p.description) for p in plans], spread)
+    _check_timing(device, batch, warmup, repeats, clock)
+    calls = part_calls(plans, device, dtype, batch, seed)
+    samples, conditions = time_calls(calls, device, dtype, batch, warmup, repeats, threads, seed, clock, progress)
+    return table_from_samples(plans, samples, conditions)
 
 
-def measure_network(
-    model: nn.Module,
+def network_summary(samples: list[float], conditions: dict[str, Any]) -> dict[str, Any]:
+    median, spread = _summary(samples)
+    return {"median_ms": median, "spread": spread, "min_ms": min(samples), "conditions": conditions}
+
+
+def measure_networks(
+    models: list[nn.Module],
     image_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
@@ -532,20 +605,22 @@ def measure_network(
     repeats: int = 30,
     threads: int | None = None,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Measured forward latency of a whole final network (eval mode): median, spread and the conditions."""
-    if batch < 1 or warmup < 0 or repeats < 1:
-        raise UsageError(f"need batch >= 1, warmup >= 0 and repeats >= 1; got {batch}, {warmup}, {repeats}")
-    gen = torch.Generator().manual_seed(seed)
-    model = model.to(device=device, dtype=dtype).eval()
-    x = torch.randn(batch, 3, image_size, image_size, generator=gen).to(device=device, dtype=dtype)
-    with _ThreadCount(threads), torch.inference_mode():
-        conditions = measurement_conditions(device, dtype, batch, warmup, repeats)
-        for _ in range(warmup):
-            model(x)
-        samples = [_time_once(lambda: model(x), device) for _ in range(repeats)]
-    median, spread = _summary(samples)
-    return {"median_ms": median, "spread": spread, "min_ms": min(samples), "conditions": conditions}
+    clock: str = "wall",
+) -> list[dict[str, Any]]:
+    """Measured forward latency of whole networks (eval mode, called as `model(x)`), one dict per model.
+
+    Each dict has the median, the interquartile range relative to it, the fastest run and the conditions.
+    The repeats go round-robin over the models, as in `time_calls`.
+    """
+    _check_timing(device, batch, warmup, repeats, clock)
+    calls = dict(enumerate(network_calls(models, image_size, device, dtype, batch, seed)))
+    samples, conditions = time_calls(calls, device, dtype, batch, warmup, repeats, threads, seed, clock)
+    return [network_summary(samples[i], conditions) for i in range(len(models))]
+
+
+def measure_network(model: nn.Module, image_size: int, device: torch.device, **kwargs: Any) -> dict[str, Any]:
+    """Measured forward latency of one network; keyword arguments as in `measure_networks`."""
+    return measure_networks([model], image_size, device, **kwargs)[0]
 
 
 # --- the penalty -------------------------------------------------------------------------------------------------

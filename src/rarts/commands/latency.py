@@ -17,6 +17,13 @@ def _timing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default: 5)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs; the median is kept (default: 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and the timing order")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: this process's CPU time, robust on a CPU shared with other jobs "
+        "(use with --threads 1)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -162,7 +169,16 @@ def measure_command(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     table = measure_table(
-        plans, device, dtype, args.batch, args.warmup, args.repeats, args.threads, args.seed, progress=progress
+        plans,
+        device,
+        dtype,
+        args.batch,
+        args.warmup,
+        args.repeats,
+        args.threads,
+        args.seed,
+        clock=args.clock,
+        progress=progress,
     )
     table.conditions["seconds"] = round(time.perf_counter() - start, 2)
     table.save(args.out)
@@ -246,7 +262,16 @@ def network_command(args: argparse.Namespace) -> int:
         predicted = table.predict(final_plan(args.dataset, args.channels, args.cells), genotype)
     model = build_network(genotype, args.dataset, args.channels, args.cells, auxiliary=False)
     result = measure_network(
-        model, image_size, device, dtype, args.batch, args.warmup, args.repeats, args.threads, args.seed
+        model,
+        image_size,
+        device,
+        dtype=dtype,
+        batch=args.batch,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        seed=args.seed,
+        clock=args.clock,
     )
     C = args.channels or (48 if args.dataset == "imagenet" else 36)
     result["network"] = {"kind": "final", "dataset": args.dataset, "C": C, "layers": len(model.cells)}
