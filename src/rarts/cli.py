@@ -14,7 +14,13 @@ import sys
 from rarts import __version__
 from rarts.errors import RartsError
 
-COMMANDS = ("rarts.commands.toy", "rarts.commands.data", "rarts.commands.latency", "rarts.commands.genotype")
+COMMANDS = (
+    "rarts.commands.toy",
+    "rarts.commands.data",
+    "rarts.commands.latency",
+    "rarts.commands.genotype",
+    "rarts.commands.train",
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,0 +1,136 @@
+"""Export a trained network for inference: TorchScript or ONNX, logits only.
+
+The exported model is the network of a training checkpoint in eval mode, without its auxiliary head and
+with drop-path off, wrapped so that it maps a batch of normalised images (N, 3, S, S) float32 to logits
+(N, classes). Normalisation stays outside: a sidecar `<out>.json` gives the mean and std (on the [0, 1]
+pixel scale), the input size, the class names and the genotype.
+
+Both formats are traced at the training image size S; the batch dimension stays free. After writing, the
+exported file is loaded back and its outputs are compared with the eager model's on a random batch
+(ONNX only when onnxruntime is installed); the largest difference is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rarts.errors import UsageError
+from rarts.utils import write_json
+
+FORMATS = ("torchscript", "onnx")
+
+
+class LogitsOnly(nn.Module):
+    """The final network without its auxiliary output: forward(x (N, 3, S, S)) -> logits (N, classes)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
+def inference_model(net: nn.Module) -> LogitsOnly:
+    """A copy of `net` on the CPU in float32, eval mode, auxiliary head removed, drop-path off."""
+    net = copy.deepcopy(net).cpu().float().to(memory_format=torch.contiguous_format)
+    net.auxiliary_head = None
+    net.drop_path_prob = 0.0
+    return LogitsOnly(net).eval()
+
+
+def export_torchscript(model: LogitsOnly, example: torch.Tensor, out: Path) -> None:
+    with warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.export, but TorchScript files are still what many C++ and
+        # mobile runtimes load; the tracer warnings are about shape checks that are constant at a fixed size.
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        traced.save(str(out))
+
+
+def export_onnx(model: LogitsOnly, example: torch.Tensor, out: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError as e:
+        raise UsageError("ONNX export needs the onnx package: pip install 'rarts[onnx]'") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
+
+
+def run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor | None:
+    """Logits of the exported file on x, or None when no runtime for the format is installed."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.jit.load(str(path), map_location="cpu")
+        with torch.no_grad():
+            return loaded(x)
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+
+
+def export_checkpoint(
+    checkpoint: str | Path, fmt: str, out: str | Path, check_batch: int = 4, seed: int = 0
+) -> dict[str, Any]:
+    """Export the network of a training checkpoint to `out`; write `<out>.json`; return what was done.
+
+    The check runs the exported file and the eager model on `check_batch` random normalised images and reports
+    the largest absolute difference of the logits (None when the format's runtime is not installed).
+    """
+    from rarts.train import load_checkpoint, model_from_checkpoint
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name")
+    ckpt = load_checkpoint(checkpoint)
+    spec = ckpt["network"]
+    model = inference_model(model_from_checkpoint(ckpt, torch.device("cpu"), source=str(checkpoint)))
+    size = spec["input_size"]
+    gen = torch.Generator().manual_seed(seed)
+    example = torch.randn(check_batch, 3, size, size, generator=gen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        export_torchscript(model, example, out)
+    else:
+        export_onnx(model, example, out)
+    check = torch.randn(check_batch + 1, 3, size, size, generator=gen)  # another batch size than the trace's
+    with torch.no_grad():
+        eager = model(check)
+    exported = run_exported(fmt, out, check)
+    max_diff = None if exported is None else float((exported - eager).abs().max())
+    info = {
+        "format": fmt,
+        "file": str(out),
+        "checkpoint": str(checkpoint),
+        "input": {"shape": ["N", 3, size, size], "dtype": "float32", "mean": spec["mean"], "std": spec["std"]},
+        "output": {"shape": ["N", spec["num_classes"]], "name": "logits"},
+        "classes": spec["classes"],
+        "genotype": ckpt["genotype"],
+        "network": {k: spec[k] for k in ("kind", "C", "layers", "num_classes")},
+        "check_max_abs_diff": max_diff,
+    }
+    write_json(out.with_name(out.name + ".json"), info)
+    return info

@@ -1,0 +1,730 @@
+"""Training a found cell from scratch, and evaluating the trained network.
+
+The recipe is DARTS' final training: SGD with momentum, a learning rate that follows a cosine from `lr` to
+`lr_min` (CIFAR) or decays by `lr_gamma` per epoch (ImageNet), an auxiliary classifier at 2/3 depth whose loss
+is added with weight `auxiliary_weight`, drop-path whose probability ramps linearly from 0 over the epochs,
+cutout, gradient-norm clipping and, for ImageNet, label smoothing. The scheduler steps once after each
+epoch, so epoch 0 trains at `lr` and epoch E-1 at the schedule's value for E-1.
+
+A run folder holds config.json, environment.json, genotype.json, metrics.jsonl / metrics.csv (one row per
+epoch), checkpoint.pt (after every epoch) and, when the last epoch is done, result.json. The checkpoint is a
+plain dict (model, optimiser, scheduler, scaler, RNG and data-loader states, epoch, genotype and config as
+plain data) that loads with torch.load(weights_only=True); resuming from it on the CPU with the same seed ends
+with the same weights as a run that never stopped.
+
+Distributed training is left for later; the places it needs are small functions: `make_model` (build),
+`wrap_model` (wrap), `is_main_process` (only rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from rarts.config import build_config, config_to_dict, load_preset
+from rarts.errors import RunFailed, UsageError
+from rarts.genotype import Genotype, load_genotype
+from rarts.network import build_network, count_params
+from rarts.utils import (
+    atomic_torch_save,
+    device_name,
+    environment_info,
+    pick_device,
+    seed_everything,
+    write_json,
+)
+
+CHECKPOINT_FORMAT = "rarts-train-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# Settings that may change when a run is resumed: where the data lie and how the run reports, not what it computes.
+RESUME_FREE_KEYS = ("data_dir", "device", "workers", "threads", "progress", "tensorboard", "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; presets in src/rarts/configs/train_*.yaml."""
+
+    genotype: str = ""  # a known name, a JSON file, a DARTS string or a search run folder
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    epochs: int = 600
+    batch_size: int = 96
+    eval_batch_size: int = 256
+    lr: float = 0.025
+    lr_schedule: str = "cosine"  # cosine: lr to lr_min over the epochs; step: lr * lr_gamma ** epoch
+    lr_min: float = 0.0
+    lr_gamma: float = 0.97
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    label_smoothing: float = 0.0
+    init_channels: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2  # reached at the last epoch: epoch e uses drop_path_prob * e / epochs
+    cutout: int = 16  # side of the cutout square (CIFAR-sized data only); 0 is off
+    grad_clip: float = 5.0  # max gradient norm; 0 is off
+    seed: int = 0
+    device: str = "auto"
+    # Off by default: on an H200 both made this network train slower (benchmarks/train_speed.py, README).
+    amp: str = "off"  # off, bf16, fp16 (with a GradScaler), auto (CUDA: bf16 where supported, else fp16; CPU: off)
+    channels_last: str = "off"  # off, on, auto (on with CUDA, off on CPU)
+    workers: int = 4  # decoding processes for image folders (folder, imagenet)
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (one per core)
+    progress: bool = True
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        from rarts.data import DATASETS
+
+        if not self.genotype:
+            raise UsageError("no genotype: pass --genotype (a known name, a JSON file, a DARTS string or a run folder)")
+        if self.dataset not in DATASETS:
+            raise UsageError(f"unknown dataset {self.dataset!r}: choose from {', '.join(DATASETS)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
+        positive.update(init_channels=self.init_channels, layers=self.layers)
+        for name, value in positive.items():
+            if value < 1:
+                raise UsageError(f"setting {name}={value}: must be at least 1")
+        if self.layers < 3:
+            raise UsageError(f"setting layers={self.layers}: needs at least 3 cells (two of them reduction cells)")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise UsageError(f"setting lr={self.lr}: must be a positive number")
+        if self.lr_schedule not in ("cosine", "step"):
+            raise UsageError(f"setting lr_schedule={self.lr_schedule!r}: choose cosine or step")
+        if not 0 <= self.lr_min <= self.lr:
+            raise UsageError(f"setting lr_min={self.lr_min}: must lie in [0, lr]")
+        if not 0 < self.lr_gamma <= 1:
+            raise UsageError(f"setting lr_gamma={self.lr_gamma}: must lie in (0, 1]")
+        for name in ("momentum", "drop_path_prob", "label_smoothing"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise UsageError(f"setting {name}={value}: must lie in [0, 1)")
+        for name in ("weight_decay", "auxiliary_weight", "grad_clip"):
+            value = getattr(self, name)
+            if not value >= 0 or not math.isfinite(value):
+                raise UsageError(f"setting {name}={value}: must be a number >= 0")
+        if self.cutout < 0:
+            raise UsageError(f"setting cutout={self.cutout}: must be >= 0")
+        if self.workers < 0 or self.threads < 0:
+            raise UsageError(f"settings workers={self.workers}, threads={self.threads}: must be >= 0")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise UsageError(f"setting amp={self.amp!r}: choose auto, off, bf16 or fp16")
+        if self.channels_last not in ("auto", "on", "off"):
+            raise UsageError(f"setting channels_last={self.channels_last!r}: choose auto, on or off")
+
+
+def preset_for(name: str, dataset: str | None) -> dict[str, Any]:
+    """The preset dict: `paper` means the CIFAR recipe (train_paper.yaml), or the ImageNet recipe
+    (train_imagenet.yaml) when the dataset is one of 224-pixel images (imagenet, folder)."""
+    if name == "paper" and dataset in ("imagenet", "folder"):
+        name = "imagenet"
+    return load_preset("train", name)
+
+
+def make_config(
+    preset: str | None = "paper", overrides: dict[str, Any] | None = None, flags: dict[str, Any] | None = None
+) -> TrainConfig:
+    """TrainConfig from a preset, then key=value overrides, then command-line flags (unset flags are None)."""
+    flags = flags or {}
+    overrides = overrides or {}
+    dataset = flags.get("dataset") or overrides.get("dataset")
+    return build_config(TrainConfig, preset_for(preset or "paper", dataset), overrides, flags)
+
+
+# --- pieces of the recipe ---------------------------------------------------------------------------------------
+
+
+def resolve_precision(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for setting `amp` on `device`, or None for float32 throughout."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def resolve_channels_last(setting: str, device: torch.device) -> bool:
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_criterion(cfg: TrainConfig) -> nn.Module:
+    """Cross entropy of the training objective; label smoothing eps mixes the one-hot target with 1/classes."""
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+
+def training_loss(
+    criterion: nn.Module, logits: torch.Tensor, logits_aux: torch.Tensor | None, target: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """loss(main head) + weight * loss(auxiliary head); the auxiliary term only where the head ran (training)."""
+    loss = criterion(logits, target)
+    if logits_aux is not None and weight > 0:
+        loss = loss + weight * criterion(logits_aux, target)
+    return loss
+
+
+def drop_path_at(cfg: TrainConfig, epoch: int) -> float:
+    """Drop-path probability of epoch `epoch` (0-based): ramps linearly from 0, as DARTS does."""
+    return cfg.drop_path_prob * epoch / cfg.epochs
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of epoch `epoch` (0-based) divided by cfg.lr."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr_gamma**epoch
+    cosine = 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return (cfg.lr_min + (cfg.lr - cfg.lr_min) * cosine) / cfg.lr
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """Closed-form schedule, stepped once after each epoch (never before the first)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(cfg, epoch))
+
+
+def network_kind(input_size: int) -> str:
+    """'imagenet' (stem of three stride-2 convolutions) for large images (image folders, 224 pixels), else 'cifar'."""
+    return "imagenet" if input_size >= 64 else "cifar"
+
+
+def make_model(
+    genotype: Genotype, kind: str, C: int, layers: int, auxiliary: bool, num_classes: int, device: torch.device
+) -> nn.Module:
+    """The final network on `device` (float32); `kind` is 'cifar' or 'imagenet'."""
+    dataset = "imagenet" if kind == "imagenet" else "cifar10"
+    return build_network(genotype, dataset, C, layers, auxiliary, num_classes).to(device)
+
+
+def wrap_model(model: nn.Module) -> nn.Module:
+    """The module the training step calls: the model itself (a distributed run wraps it here)."""
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def is_main_process() -> bool:
+    """Only rank 0 writes files and prints."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """The loaders of one run and what the network needs to know about the images."""
+
+    train: Any  # DeviceLoader or StreamLoader: iterable per epoch, len(), state_dict(), load_state_dict()
+    test: Any
+    num_classes: int
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+
+def make_data(
+    cfg: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
+    sets: tuple[Any, Any] | None = None,
+) -> Data:
+    """Loaders for cfg.dataset. CIFAR-sized sets live whole on the device (DeviceLoader: crop, flip, cutout done
+    there); image folders stream through worker processes (StreamLoader). `sets` = (train, test) ImageSets
+    replaces loading (tests use small synthetic sets)."""
+    from rarts.data import DATASETS, DeviceLoader, StreamLoader, load_dataset
+
+    if sets is not None:
+        train_set, test_set = sets
+    else:
+        train_set = load_dataset(cfg.dataset, cfg.data_dir, "train")
+        test_set = load_dataset(cfg.dataset, cfg.data_dir, "test")
+    if DATASETS[cfg.dataset].streamed and sets is None:
+        common = dict(workers=cfg.workers, seed=cfg.seed, channels_last=channels_last)
+        train = StreamLoader(train_set, cfg.batch_size, device, train=True, drop_last=True, **common)
+        test = StreamLoader(test_set, cfg.eval_batch_size, device, train=False, **common)
+        size = DATASETS[cfg.dataset].input_size
+        mean, std = train_set.mean, train_set.std
+    else:
+        if len(train_set) < cfg.batch_size:
+            raise UsageError(
+                f"{cfg.dataset} has {len(train_set)} training images, fewer than batch_size={cfg.batch_size}"
+            )
+        train = DeviceLoader.from_image_set(
+            train_set,
+            cfg.batch_size,
+            device,
+            train=True,
+            cutout=cfg.cutout,
+            seed=cfg.seed,
+            drop_last=True,
+            channels_last=channels_last,
+        )
+        test = DeviceLoader.from_image_set(
+            test_set, cfg.eval_batch_size, device, train=False, channels_last=channels_last
+        )
+        size = train_set.image_size
+        mean, std = train_set.mean, train_set.std
+    classes = tuple(train_set.classes)
+    return Data(train, test, len(classes), size, tuple(mean), tuple(std), classes)
+
+
+# --- one epoch ----------------------------------------------------------------------------------------------------
+
+
+def _correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
+    """Number of samples whose target is among the top-k logits, for each k (tensors: no device sync)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == target[:, None]
+    return [hits[:, : min(k, logits.shape[1])].any(dim=1).sum() for k in ks]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    cfg: TrainConfig,
+    amp_dtype: torch.dtype | None,
+    scaler: Any = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over `loader`: returns the mean training objective and top-1 accuracy (%) over the epoch."""
+    from tqdm import tqdm
+
+    model.train()
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    total_correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    # disable=None: tqdm shows the bar only on a terminal, so logs of background runs stay clean.
+    hide = None if cfg.progress and is_main_process() else True
+    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=hide)
+    for step, (x, y) in enumerate(bar):
+        with autocast(device, amp_dtype):
+            logits, logits_aux = model(x)
+            loss = training_loss(criterion, logits, logits_aux, y, cfg.auxiliary_weight)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        n = y.shape[0]
+        seen += n
+        total_loss += loss.detach().double() * n
+        total_correct += (logits.detach().argmax(dim=1) == y).sum()
+        if step % 20 == 0 and not bar.disable:  # .item() is a device sync: only now and then
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    mean_loss = (total_loss / max(seen, 1)).item()
+    return {"train_loss": mean_loss, "train_top1": 100.0 * total_correct.item() / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Test loss (plain cross entropy, main head only) and top-1 / top-5 accuracy (%) over `loader`."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    correct1 = torch.zeros((), device=device, dtype=torch.int64)
+    correct5 = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in loader:
+        with autocast(device, amp_dtype):
+            logits, _ = model(x)
+        logits = logits.float()
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        c1, c5 = _correct_topk(logits, y, (1, 5))
+        correct1 += c1
+        correct5 += c5
+        seen += y.shape[0]
+    if seen == 0:
+        raise UsageError("the test set is empty")
+    return {
+        "test_loss": (total_loss / seen).item(),
+        "test_top1": 100.0 * correct1.item() / seen,
+        "test_top5": 100.0 * correct5.item() / seen,
+        "test_images": seen,
+    }
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) generator states as plain data that loads with weights_only=True."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def network_spec(cfg: TrainConfig, data: Data, kind: str) -> dict[str, Any]:
+    """What rebuilding the network needs, stored in every checkpoint."""
+    return {
+        "kind": kind,
+        "dataset": cfg.dataset,
+        "C": cfg.init_channels,
+        "layers": cfg.layers,
+        "auxiliary": cfg.auxiliary,
+        "num_classes": data.num_classes,
+        "input_size": data.input_size,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "classes": list(data.classes),
+    }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with weights_only=True; anything else is a one-line UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = " ".join(str(e).split())[:160]
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a rarts train checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {CHECKPOINT_VERSION}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device, source: str = "checkpoint") -> nn.Module:
+    """The network a checkpoint describes (genotype, kind, C, layers, classes) with its trained weights."""
+    genotype = Genotype.from_dict(ckpt["genotype"], source=source)
+    spec = ckpt["network"]
+    model = make_model(
+        genotype, spec["kind"], spec["C"], spec["layers"], spec["auxiliary"], spec["num_classes"], device
+    )
+    load_model_state(model, ckpt["model"], source)
+    return model
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise UsageError(f"{source} holds weights of another architecture ({first[:160]})") from e
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+
+def _check_resumable(cfg: TrainConfig, saved: dict[str, Any], genotype: Genotype, ckpt: dict[str, Any], path: Path):
+    saved_genotype = Genotype.from_dict(ckpt["genotype"], source=str(path))
+    if saved_genotype != genotype:
+        raise UsageError(f"{path} is a checkpoint of another architecture: its genotype differs from {cfg.genotype!r}")
+    current = config_to_dict(cfg)
+    for key, value in saved.items():
+        if key in RESUME_FREE_KEYS or key == "genotype" or key not in current:
+            continue
+        if current[key] != value:
+            raise UsageError(
+                f"setting {key}={current[key]!r} differs from the checkpoint's {value!r}: resume with the same "
+                "settings, or start a new --out"
+            )
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
+    """The config of the run in `run_dir`, with overrides and flags on top (for `--resume` without --preset)."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
+    saved = load_checkpoint(path)["config"]
+    return build_config(TrainConfig, saved, overrides, flags)
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    sets: tuple[Any, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Train cfg.genotype from scratch in `run_dir` (or continue it with resume=True).
+
+    stop_after: end the session after this many epochs in total (the run stays resumable), e.g. for time-limited
+        job slots. sets: (train, test) ImageSets instead of loading cfg.dataset.
+    Returns the result dict (also written to result.json), or None when stopped before the last epoch.
+    """
+    from tqdm import tqdm
+
+    from rarts.flops import count_mult_adds
+    from rarts.metrics_log import MetricsLogger
+
+    run_dir = Path(run_dir)
+    main = is_main_process()
+    say = log or (lambda s: tqdm.write(s) if main else None)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    genotype = load_genotype(cfg.genotype)
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
+        ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(cfg, ckpt["config"], genotype, ckpt, ckpt_path)
+    elif ckpt_path.exists():
+        raise UsageError(f"{run_dir} already holds a training run: pass --resume to continue it, or another --out")
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    amp_dtype = resolve_precision(cfg.amp, device)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    seed_everything(cfg.seed)
+    data = make_data(cfg, device, channels_last, sets)
+    kind = network_kind(data.input_size)
+    net = make_model(genotype, kind, cfg.init_channels, cfg.layers, cfg.auxiliary, data.num_classes, device)
+    params = count_params(net)
+    mult_adds = count_mult_adds(net, (3, data.input_size, data.input_size))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = wrap_model(net)
+    optimizer = make_optimizer(cfg, net)
+    scheduler = make_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    criterion = make_criterion(cfg)
+
+    start_epoch, train_time, last_test = 0, 0.0, None
+    if ckpt is not None:
+        if ckpt["network"]["num_classes"] != data.num_classes:
+            raise UsageError(
+                f"{ckpt_path}: trained for {ckpt['network']['num_classes']} classes, the data have {data.num_classes}"
+            )
+        load_model_state(net, ckpt["model"], str(ckpt_path))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        data.train.load_state_dict(ckpt["loader"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, train_time, last_test = ckpt["epoch"], ckpt["train_time_s"], ckpt.get("last_test")
+
+    logger = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config_to_dict(cfg))
+        write_json(run_dir / "genotype.json", genotype.to_dict())
+        env = environment_info(device)
+        env.update(precision=precision_name(amp_dtype), channels_last=channels_last, resumed_at_epoch=start_epoch)
+        write_json(run_dir / "environment.json", env)
+        logger = MetricsLogger(run_dir, resume_step=start_epoch if resume else None, tensorboard=cfg.tensorboard)
+        say(
+            f"training {cfg.genotype} on {cfg.dataset} ({kind} network, C={cfg.init_channels}, {cfg.layers} cells): "
+            f"{params / 1e6:.3f}M params, {mult_adds / 1e6:.1f}M mult-adds; {device_name(device)}, "
+            f"{precision_name(amp_dtype)}{', channels_last' if channels_last else ''}; run folder {run_dir}"
+        )
+
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    try:
+        for epoch in range(start_epoch, end_epoch):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            net.drop_path_prob = drop_path_at(cfg, epoch)
+            stats = train_one_epoch(
+                model, data.train, optimizer, criterion, cfg, amp_dtype, scaler, desc=f"epoch {epoch + 1}/{cfg.epochs}"
+            )
+            if not math.isfinite(stats["train_loss"]):
+                raise RunFailed(
+                    f"training loss became {stats['train_loss']} in epoch {epoch}; the checkpoint of epoch "
+                    f"{epoch - 1} in {run_dir} stays intact"
+                )
+            last_test = evaluate(model, data.test, amp_dtype)
+            scheduler.step()
+            seconds = time.perf_counter() - t0
+            train_time += seconds
+            row = {"epoch": epoch, "lr": lr, "drop_path_prob": net.drop_path_prob, **stats}
+            row.update({k: last_test[k] for k in ("test_loss", "test_top1", "test_top5")})
+            row.update(epoch_time_s=seconds, elapsed_s=train_time)
+            if main:
+                logger.log(row)
+                progress = {"epoch": epoch + 1, "train_time_s": train_time, "last_test": last_test}
+                save_checkpoint(ckpt_path, cfg, genotype, data, kind, net, optimizer, scheduler, scaler, progress)
+                say(
+                    f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.5f}  train loss {stats['train_loss']:.4f} "
+                    f"acc {stats['train_top1']:.2f}%  test acc {last_test['test_top1']:.2f}% "
+                    f"(top-5 {last_test['test_top5']:.2f}%)  {seconds:.1f}s"
+                )
+    finally:
+        if logger is not None:
+            logger.close()
+
+    if end_epoch < cfg.epochs:
+        return None
+    result = {
+        "genotype": genotype.to_dict(),
+        "genotype_string": genotype.to_darts_string(),
+        "dataset": cfg.dataset,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "test_top1_error": 100.0 - last_test["test_top1"],
+        "test_top5_error": 100.0 - last_test["test_top5"],
+        "test_loss": last_test["test_loss"],
+        "test_images": last_test["test_images"],
+        "params": params,
+        "params_with_auxiliary": count_params(net, include_auxiliary=True),
+        "mult_adds": mult_adds,
+        "train_time_s": train_time,
+        "train_time_h": train_time / 3600.0,
+        "device": device_name(device),
+        "device_type": device.type,
+        "precision": precision_name(amp_dtype),
+        "channels_last": channels_last,
+    }
+    if main:
+        write_json(run_dir / "result.json", result)
+    return result
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: TrainConfig,
+    genotype: Genotype,
+    data: Data,
+    kind: str,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    progress: dict[str, Any],
+) -> None:
+    """Write everything a resume needs, atomically. progress: epoch (epochs done), train_time_s, last_test."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        **progress,
+        "model": unwrap(net).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "loader": data.train.state_dict(),
+        "genotype": genotype.to_dict(),
+        "config": config_to_dict(cfg),
+        "network": network_spec(cfg, data, kind),
+    }
+    atomic_torch_save(state, path)
+
+
+# --- evaluation of a saved network ------------------------------------------------------------------------------
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    workers: int = 4,
+    amp: str | None = None,
+) -> dict[str, Any]:
+    """Test top-1 / top-5 error (%) of the network saved in a training checkpoint, rebuilt from the checkpoint.
+
+    amp (auto, off, bf16, fp16) and the memory format default to the training run's settings, so on the same kind
+    of device the figures repeat the run's last test exactly.
+    """
+    from rarts.data import DATASETS, DeviceLoader, StreamLoader, load_dataset
+    from rarts.flops import count_mult_adds
+
+    ckpt = load_checkpoint(path)
+    spec = ckpt["network"]
+    dataset = dataset or spec["dataset"]
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
+    if data_dir is None and dataset == spec["dataset"]:
+        data_dir = ckpt["config"].get("data_dir")
+    dev = pick_device(device)
+    amp_dtype = resolve_precision(amp or ckpt["config"].get("amp", "off"), dev)
+    channels_last = resolve_channels_last(ckpt["config"].get("channels_last", "off"), dev)
+    model = model_from_checkpoint(ckpt, dev, source=str(path))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    test_set = load_dataset(dataset, data_dir, "test")
+    if len(test_set.classes) != spec["num_classes"]:
+        raise UsageError(
+            f"{path} holds a network for {spec['num_classes']} classes, {dataset} has {len(test_set.classes)}"
+        )
+    if DATASETS[dataset].streamed:
+        loader = StreamLoader(test_set, batch_size, dev, train=False, workers=workers, channels_last=channels_last)
+    else:
+        if test_set.image_size != spec["input_size"]:
+            raise UsageError(
+                f"{path} was trained on {spec['input_size']}-pixel images, {dataset} has {test_set.image_size}"
+            )
+        loader = DeviceLoader.from_image_set(test_set, batch_size, dev, train=False, channels_last=channels_last)
+    stats = evaluate(model, loader, amp_dtype)
+    return {
+        "checkpoint": str(path),
+        "dataset": dataset,
+        "epoch": ckpt["epoch"],
+        "test_top1_error": 100.0 - stats["test_top1"],
+        "test_top5_error": 100.0 - stats["test_top5"],
+        "test_loss": stats["test_loss"],
+        "test_images": stats["test_images"],
+        "params": count_params(model),
+        "mult_adds": count_mult_adds(model, (3, spec["input_size"], spec["input_size"])),
+        "genotype": ckpt["genotype"],
+        "device": device_name(dev),
+        "precision": precision_name(amp_dtype),
+        "channels_last": channels_last,
+    }
