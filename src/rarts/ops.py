@@ -61,6 +61,18 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    @property
+    def activation(self) -> nn.Module:
+        """The leading ReLU."""
+        return self[0]
+
+    def after_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block without its leading ReLU, on an input that has been through it: self(x) == after(relu(x))."""
+        for i, module in enumerate(self):
+            if i:
+                x = module(x)
+        return x
+
 
 class SepConv(nn.Sequential):
     """Two DilConv blocks without dilation; only the first depthwise convolution is strided."""
@@ -70,6 +82,15 @@ class SepConv(nn.Sequential):
             DilConv(C_in, C_in, kernel_size, stride, padding, dilation=1, affine=affine),
             DilConv(C_in, C_out, kernel_size, 1, padding, dilation=1, affine=affine),
         )
+
+    @property
+    def activation(self) -> nn.Module:
+        """The leading ReLU (of the first block)."""
+        return self[0].activation
+
+    def after_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The op without its leading ReLU, on an input that has been through it."""
+        return self[1](self[0].after_activation(x))
 
 
 class Identity(nn.Module):

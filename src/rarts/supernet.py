@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rarts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+from rarts.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, make_op
 
 NUM_NODES = 4
 NUM_EDGES = sum(2 + i for i in range(NUM_NODES))  # 14
@@ -44,6 +44,10 @@ class MixedOp(nn.Module):
 
     `none` contributes exactly zero, so its op is never run; its alpha still takes part in the softmax.
     Pools are followed by a BatchNorm without affine, as in DARTS.
+
+    The four convolution ops all begin with a ReLU of the same input: it is computed once and shared, which saves
+    three activations per edge in time and in memory kept for the backward pass (the same arithmetic, the same
+    modules and parameter names).
     """
 
     def __init__(self, C: int, stride: int):
@@ -63,8 +67,15 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W); weights: (8,) mixing weights of this edge. Returns (N, C, H/stride, W/stride)."""
         out = None
+        activated = None
         for k, op in zip(self.op_index, self.ops):
-            term = weights[k] * op(x)
+            if isinstance(op, (DilConv, SepConv)):
+                if activated is None:
+                    activated = op.activation(x)
+                y = op.after_activation(activated)
+            else:
+                y = op(x)
+            term = weights[k] * y
             out = term if out is None else out + term
         return out
 
