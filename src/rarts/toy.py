@@ -10,6 +10,8 @@ known in closed form (derivations in docs/toy_model.md).
 
 Update order. DARTS 1st/2nd order and MiLeNAS follow the DARTS code: the alpha step first, with the current w, then
 the w step with the new alpha. RARTS is eq. (4) as written: w, then y with the new w, then alpha with the new w and y.
+RARTS with sweep="jacobi" (beyond the paper) takes all three directions at the same point, so it is plain gradient
+descent on L (eq. 2) with per-block step sizes; its fixed points are those of eq. (4), the solutions of system (5).
 MiLeNAS's w step is plain SGD on L_train: lam scales only the L_train term of the alpha gradient.
 """
 
@@ -31,6 +33,7 @@ METHOD_NAMES = {
     "milenas": "MiLeNAS",
     "rarts": "RARTS (eq. 4)",
 }
+SWEEPS = ("gauss-seidel", "jacobi")  # RARTS's update order: eq. (4) line by line, or every block at the same point
 ALPHA0, W0 = 2.0, -2.0
 BILEVEL_OPTIMUM = {"alpha": 1.0, "w": 1.0}
 BLOWUP = 1e8  # |value| past which a run counts as diverged; the model's own scale is O(1)
@@ -131,10 +134,15 @@ class ToySettings:
     lr_y: Optional[float] = None
     lr_alpha: Optional[float] = None
     steps: int = 20000
+    sweep: str = "gauss-seidel"  # RARTS only: "gauss-seidel" (eq. 4) or "jacobi"
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"--method: unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.sweep not in SWEEPS:
+            raise UsageError(f"--sweep: unknown sweep {self.sweep!r}; choose from {', '.join(SWEEPS)}")
+        if self.sweep != "gauss-seidel" and self.method != "rarts":
+            raise UsageError(f"--sweep {self.sweep}: only rarts has a choice of sweep")
         for name in ("lam", "beta", "y0", "xi", "lr", "lr_w", "lr_y", "lr_alpha"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -200,12 +208,28 @@ def rarts_step(state: tuple[float, ...], s: ToySettings) -> tuple[float, ...]:
     return alpha, w, y
 
 
-STEPS: dict[str, Callable[[tuple[float, ...], ToySettings], tuple[float, ...]]] = {
+def rarts_jacobi_step(state: tuple[float, ...], s: ToySettings) -> tuple[float, ...]:
+    """One Jacobi sweep: the three directions of eq. (4), all taken at the current point (y, w, alpha)."""
+    alpha, w, y = state
+    return (
+        alpha - s.eta_alpha * rarts_grad_alpha(y, w, alpha, s.lam),
+        w - s.eta_w * rarts_grad_w(y, w, alpha, s.lam, s.beta),
+        y - s.eta_y * rarts_grad_y(y, w, alpha, s.beta),
+    )
+
+
+StepFunction = Callable[[tuple[float, ...], ToySettings], tuple[float, ...]]
+STEPS: dict[str, StepFunction] = {
     "darts1": darts1_step,
     "darts2": darts2_step,
     "milenas": milenas_step,
     "rarts": rarts_step,
 }
+
+
+def step_function(s: ToySettings) -> StepFunction:
+    """The iteration of `s.method`, in `s.sweep` order for RARTS."""
+    return rarts_jacobi_step if s.method == "rarts" and s.sweep == "jacobi" else STEPS[s.method]
 
 
 def initial_state(s: ToySettings) -> tuple[float, ...]:
@@ -288,7 +312,7 @@ def lr_bounds(s: ToySettings) -> dict:
 
 def iteration_matrix(s: ToySettings) -> list[list[float]]:
     """The linear part M of the affine iteration x <- M x + c, read off by stepping from 0 and the unit vectors."""
-    step = STEPS[s.method]
+    step = step_function(s)
     n = 3 if s.method == "rarts" else 2
     origin = step((0.0,) * n, s)
     columns = [step(tuple(1.0 if j == i else 0.0 for j in range(n)), s) for i in range(n)]
@@ -350,7 +374,7 @@ def run(s: ToySettings) -> ToyRun:
     The iterates kept are all finite: a diverged run ends at the last point inside the bound.
     """
     s.validate()
-    step = STEPS[s.method]
+    step = step_function(s)
     state = initial_state(s)
     out = ToyRun(settings=s, alpha=[state[0]], w=[state[1]])
     if s.method == "rarts":
@@ -382,7 +406,8 @@ def summarize(r: ToyRun) -> dict:
         distance = max(abs(final[0] - eq["alpha"]), abs(final[1] - eq["w"]))
         if eq["y"] is not None:
             distance = max(distance, abs(final[2] - eq["y"]))
-    bounds = lr_bounds(s) if s.method == "rarts" else None
+    # Theorem 1's bounds are about the Gauss-Seidel sweep; a Jacobi sweep is judged by its spectral radius alone.
+    bounds = lr_bounds(s) if s.method == "rarts" and s.sweep == "gauss-seidel" else None
     reason = None
     if r.diverged:
         reasons = []

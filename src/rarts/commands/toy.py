@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rarts.toy import METHODS  # a light module: the maths is plain floats, numpy and matplotlib load on use
+from rarts.toy import METHODS, SWEEPS  # a light module: the maths is plain floats, numpy and matplotlib load on use
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--lr-y", dest="lr_y", type=float, help="learning rate of y (default: --lr)")
     r.add_argument("--lr-alpha", dest="lr_alpha", type=float, help="learning rate of alpha (default: --lr)")
     r.add_argument("--steps", type=int, help="number of steps (default: 20000)")
+    r.add_argument(
+        "--sweep",
+        choices=SWEEPS,
+        help="rarts only: gauss-seidel (eq. 4, each line with the values just updated; default) or jacobi "
+        "(every direction at the current point)",
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     r.set_defaults(func=run_command)
 
@@ -45,6 +51,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     flags = {k: getattr(args, k) for k in ("method", "lam", "beta", "y0", "xi", "lr", "lr_w", "lr_y", "lr_alpha")}
     flags["steps"] = args.steps
+    flags["sweep"] = args.sweep
     settings = build_config(ToySettings, flags)
     result = summarize(run(settings))
     if args.json:
@@ -67,7 +74,7 @@ def format_table(result: dict) -> str:
     if result["method"] in ("milenas", "rarts"):
         head += f", lam={s['lam']:g}"
     if result["method"] == "rarts":
-        head += f", beta={s['beta']:g}, y0={s['y0']:g}"
+        head += f", beta={s['beta']:g}, y0={s['y0']:g}, sweep={s['sweep']}"
     if result["method"] == "darts2":
         head += f", xi={s['xi']:g}"
 
@@ -87,8 +94,9 @@ def format_table(result: dict) -> str:
         f"status: {status} (residual {result['residual']:.2e}, spectral radius {result['spectral_radius']:.6f})"
     )
     if result["lagrangian_monotone"] is not None:
-        b = result["lr_bounds"]
         lines.append(f"Lagrangian (eq. 2) descended at every step: {'yes' if result['lagrangian_monotone'] else 'no'}")
+    b = result["lr_bounds"]
+    if b is not None:
         bounds = ", ".join(
             f"eta_{blk} < {c} = {'none' if b[c] is None else format(b[c], '.6g')}"
             for c, blk in (("c1", "w"), ("c2", "y"), ("c3", "alpha"))
