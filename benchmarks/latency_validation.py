@@ -139,8 +139,10 @@ def part_search(args: argparse.Namespace, device: torch.device) -> dict:
     runs = {}
     for weight in (0.0, args.weight):
         out = work / f"search_w{weight:g}"
-        cmd = ["search", "--preset", args.preset, "--method", args.method, "--out", str(out), f"seed={args.seed}"]
-        cmd += ["--latency-table", str(table_path), "--latency-weight", str(weight), "progress=false"]
+        cmd = ["search", "--preset", args.preset, "--method", args.method, "--out", str(out), "--quiet"]
+        cmd += ["--seed", str(args.seed), "--epochs", str(args.search_epochs), "--device", str(device)]
+        cmd += ["progress=false"]
+        cmd += ["--latency-table", str(table_path), "--latency-weight", str(weight)]
         start = time.perf_counter()
         if rarts_main(cmd) != 0:
             raise SystemExit(f"rarts search with latency weight {weight} failed")
@@ -154,13 +156,22 @@ def part_search(args: argparse.Namespace, device: torch.device) -> dict:
         build_network(r["genotype"], args.dataset, args.channels, args.cells, auxiliary=False) for r in runs.values()
     ]
     measured = measure_networks(models, image_size, device, **timing(args), seed=args.seed)
-    result = {"preset": args.preset, "method": args.method, "seed": args.seed, "final_network": args.dataset}
+    result = {
+        "preset": args.preset,
+        "epochs": args.search_epochs,
+        "method": args.method,
+        "seed": args.seed,
+        "final_network": {"dataset": args.dataset, "C": args.channels, "layers": args.cells},
+        "search_table": str(table_path),
+    }
     for (weight, run), m in zip(runs.items(), measured):
         result[f"w={weight:g}"] = {
             "search_seconds": run["seconds"],
             "genotype": run["genotype"].to_darts_string(),
             "final_measured_ms": m["median_ms"],
             "final_measured_spread": m["spread"],
+            "latency_genotype_ms": (run.get("last_epoch") or {}).get("latency_genotype_ms"),
+            "latency_expected_ms": (run.get("last_epoch") or {}).get("latency_expected_ms"),
             "last_epoch": run.get("last_epoch"),
         }
     return result
@@ -183,10 +194,12 @@ def main() -> int:
     p.add_argument("--preset", default="quick", help="search preset of part `search` (default: quick)")
     p.add_argument("--method", default="rarts", help="search method of part `search` (default: rarts)")
     p.add_argument("--weight", type=float, default=0.05, help="latency weight of part `search`, per ms")
+    p.add_argument("--search-epochs", dest="search_epochs", type=int, default=3, help="epochs of each search")
     p.add_argument("--work", help="folder for part `search`'s table and runs (default: a temporary folder)")
     p.add_argument("--out", help="write the results here as JSON")
     args = p.parse_args()
     device = pick_device(args.device)
+    torch.set_num_threads(args.threads)  # the searches too: tiny ops with two threads thrash on a busy machine
     results = {"environment": environment_info(device)}
     if args.part in ("all", "genotypes"):
         g = part_genotypes(args, device)
@@ -204,7 +217,11 @@ def main() -> int:
         results["search"] = s
         for key in (k for k in s if k.startswith("w=")):
             r = s[key]
-            print(f"{args.preset} search, {key}: final network {r['final_measured_ms']:.1f} ms; {r['genotype']}")
+            print(
+                f"{args.preset} search ({args.search_epochs} epochs, {args.method}, seed {args.seed}), {key}: "
+                f"derived genotype {r['latency_genotype_ms']} ms by the search table, final network "
+                f"{r['final_measured_ms']:.1f} ms measured; {r['genotype']}"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
