@@ -12,8 +12,10 @@ plain dict (model, optimiser, scheduler, scaler, RNG and data-loader states, epo
 plain data) that loads with torch.load(weights_only=True); resuming from it on the CPU with the same seed ends
 with the same weights as a run that never stopped.
 
-Distributed training is left for later; the places it needs are small functions: `make_model` (build),
-`wrap_model` (wrap), `is_main_process` (only rank 0 writes).
+Under torchrun (WORLD_SIZE > 1, see rarts.distributed) the network is wrapped in DistributedDataParallel,
+each process trains on its shard of every global batch (batch_size per process), the epoch's training and test
+figures are summed over the processes, and only rank 0 writes the run folder; every rank reads the checkpoint
+on resume.
 """
 
 from __future__ import annotations
@@ -219,9 +221,11 @@ def make_model(
     return build_network(genotype, dataset, C, layers, auxiliary, num_classes).to(device)
 
 
-def wrap_model(model: nn.Module) -> nn.Module:
-    """The module the training step calls: the model itself (a distributed run wraps it here)."""
-    return model
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the training step calls: the model itself, or in DistributedDataParallel under torchrun."""
+    from rarts.distributed import wrap_ddp
+
+    return wrap_ddp(model, device)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -230,9 +234,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def is_main_process() -> bool:
     """Only rank 0 writes files and prints."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
+    from rarts.distributed import is_main_process as main
+
+    return main()
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -256,10 +260,13 @@ def make_data(
     device: torch.device,
     channels_last: bool,
     sets: tuple[Any, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Data:
     """Loaders for cfg.dataset. CIFAR-sized sets live whole on the device (DeviceLoader: crop, flip, cutout done
     there); image folders stream through worker processes (StreamLoader). `sets` = (train, test) ImageSets
-    replaces loading (tests use small synthetic sets)."""
+    replaces loading (tests use small synthetic sets). rank, world_size: this process's shard of every batch
+    (batch sizes are per process)."""
     from rarts.data import DATASETS, DeviceLoader, StreamLoader, load_dataset
 
     if sets is not None:
@@ -268,15 +275,16 @@ def make_data(
         train_set = load_dataset(cfg.dataset, cfg.data_dir, "train")
         test_set = load_dataset(cfg.dataset, cfg.data_dir, "test")
     if DATASETS[cfg.dataset].streamed and sets is None:
-        common = dict(workers=cfg.workers, seed=cfg.seed, channels_last=channels_last)
+        common = dict(workers=cfg.workers, seed=cfg.seed, channels_last=channels_last, rank=rank, world_size=world_size)
         train = StreamLoader(train_set, cfg.batch_size, device, train=True, drop_last=True, **common)
         test = StreamLoader(test_set, cfg.eval_batch_size, device, train=False, **common)
         size = DATASETS[cfg.dataset].input_size
         mean, std = train_set.mean, train_set.std
     else:
-        if len(train_set) < cfg.batch_size:
+        if len(train_set) < cfg.batch_size * world_size:
             raise UsageError(
                 f"{cfg.dataset} has {len(train_set)} training images, fewer than batch_size={cfg.batch_size}"
+                + (f" x {world_size} processes" if world_size > 1 else "")
             )
         train = DeviceLoader.from_image_set(
             train_set,
@@ -287,9 +295,17 @@ def make_data(
             seed=cfg.seed,
             drop_last=True,
             channels_last=channels_last,
+            rank=rank,
+            world_size=world_size,
         )
         test = DeviceLoader.from_image_set(
-            test_set, cfg.eval_batch_size, device, train=False, channels_last=channels_last
+            test_set,
+            cfg.eval_batch_size,
+            device,
+            train=False,
+            channels_last=channels_last,
+            rank=rank,
+            world_size=world_size,
         )
         size = train_set.image_size
         mean, std = train_set.mean, train_set.std
@@ -352,8 +368,17 @@ def train_one_epoch(
         if step % 20 == 0 and not bar.disable:  # .item() is a device sync: only now and then
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    mean_loss = (total_loss / max(seen, 1)).item()
-    return {"train_loss": mean_loss, "train_top1": 100.0 * total_correct.item() / max(seen, 1)}
+    total_loss, correct, seen = _sum_over_processes(total_loss, total_correct, seen)
+    return {"train_loss": total_loss / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1)}
+
+
+def _sum_over_processes(*values: torch.Tensor | int) -> list[float]:
+    """The values (tensors or numbers) summed over all processes of a distributed run, as floats; one sync."""
+    from rarts.distributed import all_reduce_sum
+
+    device = next(v for v in values if isinstance(v, torch.Tensor)).device
+    stacked = torch.stack([torch.as_tensor(v, device=device).double() for v in values])
+    return all_reduce_sum(stacked).tolist()
 
 
 @torch.no_grad()
@@ -374,13 +399,14 @@ def evaluate(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None = None
         correct1 += c1
         correct5 += c5
         seen += y.shape[0]
+    total_loss, correct1, correct5, seen = _sum_over_processes(total_loss, correct1, correct5, seen)
     if seen == 0:
         raise UsageError("the test set is empty")
     return {
-        "test_loss": (total_loss / seen).item(),
-        "test_top1": 100.0 * correct1.item() / seen,
-        "test_top5": 100.0 * correct5.item() / seen,
-        "test_images": seen,
+        "test_loss": total_loss / seen,
+        "test_top1": 100.0 * correct1 / seen,
+        "test_top5": 100.0 * correct5 / seen,
+        "test_images": int(seen),
     }
 
 
@@ -503,14 +529,22 @@ def train(
     stop_after: end the session after this many epochs in total (the run stays resumable), e.g. for time-limited
         job slots. sets: (train, test) ImageSets instead of loading cfg.dataset.
     Returns the result dict (also written to result.json), or None when stopped before the last epoch.
+    Under torchrun (WORLD_SIZE > 1) it joins the process group for the run (rarts.distributed.process_group).
     """
+    from rarts.distributed import process_group
+
+    with process_group(cfg.device) as (world, device):
+        return _train(cfg, Path(run_dir), world, device, resume, stop_after, sets, log)
+
+
+def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_after, sets, log):
     from tqdm import tqdm
 
+    from rarts.distributed import barrier, rank_seed
     from rarts.flops import count_mult_adds
     from rarts.metrics_log import MetricsLogger
 
-    run_dir = Path(run_dir)
-    main = is_main_process()
+    main = world.is_main
     say = log or (lambda s: tqdm.write(s) if main else None)
     ckpt_path = run_dir / CHECKPOINT_NAME
     genotype = load_genotype(cfg.genotype)
@@ -525,21 +559,20 @@ def train(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
     amp_dtype = resolve_precision(cfg.amp, device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     seed_everything(cfg.seed)
-    data = make_data(cfg, device, channels_last, sets)
+    data = make_data(cfg, device, channels_last, sets, world.rank, world.world_size)
     kind = network_kind(data.input_size)
     net = make_model(genotype, kind, cfg.init_channels, cfg.layers, cfg.auxiliary, data.num_classes, device)
     params = count_params(net)
     mult_adds = count_mult_adds(net, (3, data.input_size, data.input_size))
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    model = wrap_model(net)
+    model = wrap_model(net, device)
     optimizer = make_optimizer(cfg, net)
     scheduler = make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
@@ -567,6 +600,7 @@ def train(
         write_json(run_dir / "genotype.json", genotype.to_dict())
         env = environment_info(device)
         env.update(precision=precision_name(amp_dtype), channels_last=channels_last, resumed_at_epoch=start_epoch)
+        env["world_size"] = world.world_size
         write_json(run_dir / "environment.json", env)
         logger = MetricsLogger(run_dir, resume_step=start_epoch if resume else None, tensorboard=cfg.tensorboard)
         say(
@@ -581,6 +615,8 @@ def train(
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             net.drop_path_prob = drop_path_at(cfg, epoch)
+            if world.enabled:  # drop-path masks differ between processes, and a resumed epoch redraws its own
+                torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))
             stats = train_one_epoch(
                 model, data.train, optimizer, criterion, cfg, amp_dtype, scaler, desc=f"epoch {epoch + 1}/{cfg.epochs}"
             )
@@ -605,6 +641,7 @@ def train(
                     f"acc {stats['train_top1']:.2f}%  test acc {last_test['test_top1']:.2f}% "
                     f"(top-5 {last_test['test_top5']:.2f}%)  {seconds:.1f}s"
                 )
+            barrier()  # until rank 0 has written the checkpoint: a resume on any process reads the new one
     finally:
         if logger is not None:
             logger.close()
@@ -630,6 +667,7 @@ def train(
         "device_type": device.type,
         "precision": precision_name(amp_dtype),
         "channels_last": channels_last,
+        "world_size": world.world_size,
     }
     if main:
         write_json(run_dir / "result.json", result)

@@ -79,6 +79,7 @@ def _default_out(genotype: str) -> str:
 
 def train_command(args: argparse.Namespace) -> int:
     from rarts.config import parse_overrides
+    from rarts.distributed import world_from_env
     from rarts.errors import UsageError
     from rarts.train import make_config, resume_config, train
 
@@ -96,7 +97,7 @@ def train_command(args: argparse.Namespace) -> int:
         cfg = make_config(args.preset, overrides, flags)
     out = args.out or _default_out(cfg.genotype)
     result = train(cfg, out, resume=args.resume)
-    if result is not None:
+    if result is not None and world_from_env().is_main:  # under torchrun, rank 0 alone reports
         print(
             f"test error {result['test_top1_error']:.2f}% (top-5 {result['test_top5_error']:.2f}%), "
             f"{result['params'] / 1e6:.3f}M params, {result['mult_adds'] / 1e6:.1f}M mult-adds, "
