@@ -20,6 +20,7 @@ COMMANDS = (
     "rarts.commands.latency",
     "rarts.commands.genotype",
     "rarts.commands.train",
+    "rarts.commands.compare",
 )
 
 
