@@ -1,0 +1,410 @@
+"""Speed and memory of one search step of every method, and of one training step of a final network.
+
+    result = bench(["darts1", "rarts"], batches=[32], device=torch.device("cpu"))
+    print(format_report(result))
+
+What is measured, per (method, batch):
+- seconds per step: `steps` steps after `warmup` unmeasured ones, on synthetic batches (normal images, uniform
+  labels; the cost of a step does not depend on the pixel values); median, min and max. On CUDA the clock is read
+  after a synchronisation.
+- peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the peak resident set size (VmHWM) of a
+  fresh Python process that runs nothing but this one measurement (`isolate=True`, the default there), so one
+  method's allocations never count against another's. The process's baseline (torch, the networks, the batches)
+  is reported beside it.
+- FLOPs of one step, by formula from the passes the method makes: a forward pass costs F = 2 x mult-adds (convolutions
+  and linear layers, rarts.flops, depthwise convolutions counted per group), a backward pass to weights and inputs
+  2F, a backward pass to alpha only F (input gradients, no weight gradients). torch's FlopCounterMode is not used:
+  it counts the backward of depthwise convolutions `groups` times too high.
+- achieved GFLOP/s and its fraction of the fp32 matmul peak measured in the same run (`matmul_peak`).
+
+Each method's passes are written down in PASSES (tests check them against the forward passes a step makes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from rarts.errors import UsageError
+
+# (weight passes, alpha passes) per search step: a weight pass is a forward and a backward to weights and inputs
+# (3F), an alpha pass a forward and a backward to alpha only (2F). The count follows each method's update rule.
+PASSES: dict[str, tuple[int, int]] = {
+    "darts1": (1, 1),  # alpha: L_val, alpha only; w: L_train
+    "darts2": (3, 2),  # virtual step g_train; L_val at w' to alpha and w'; w: L_train; two alpha-only at w +- eps v
+    "milenas": (1, 2),  # w: L_train; alpha: L_val and L_train, alpha only
+    "rarts": (2, 2),  # eq. (4): w on L_train, y on L_val; alpha: L_train(w) and L_val(y), alpha only
+    "rarts-jacobi": (2, 0),  # every gradient at the current point: one backward per network gives w (y) and alpha
+    "random": (1, 0),  # w only
+}
+SEARCH_METHODS = tuple(PASSES)
+TRAIN_NAME = "train"  # the row of a training step of a final network
+
+
+@dataclass
+class BenchSpec:
+    """One measurement: a search method's step (or, with method="train", a final network's training step)."""
+
+    method: str = "darts1"
+    batch: int = 32
+    channels: int = 16
+    cells: int = 8
+    image_size: int = 32
+    steps: int = 3
+    warmup: int = 1
+    device: str = "cpu"
+    channels_last: bool = True
+    threads: Optional[int] = None
+    seed: int = 0
+    genotype: str = "DARTS_V2"  # the final network of method="train"
+
+    def validate(self) -> None:
+        if self.method not in SEARCH_METHODS and self.method != TRAIN_NAME:
+            raise UsageError(f"--methods: unknown method {self.method!r}; known: {', '.join(SEARCH_METHODS)}")
+        for name in ("batch", "channels", "cells", "steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name}: must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup: must not be negative, got {self.warmup}")
+        if self.image_size < 8:
+            raise UsageError(f"--image-size: must be at least 8, got {self.image_size}")
+        if self.method == TRAIN_NAME and self.cells < 3:
+            raise UsageError(f"--cells: a final network needs at least 3 cells, got {self.cells}")
+
+
+@dataclass
+class Measurement:
+    spec: BenchSpec
+    seconds: list[float] = field(default_factory=list)
+    peak_memory_bytes: Optional[int] = None
+    baseline_memory_bytes: Optional[int] = None
+    forward_mult_adds: int = 0  # per image
+    parameters: int = 0
+
+
+# ---- the matmul peak ----------------------------------------------------------------------------------------------
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 7) -> float:
+    """The best fp32 GFLOP/s of an n x n matmul over `repeats` timed runs (after one warm-up) on `device`."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    best = float("inf")
+    for i in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        _sync(device)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- one measurement in this process ------------------------------------------------------------------------------
+
+
+def _batch(spec: BenchSpec, device: torch.device, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(spec.batch, 3, spec.image_size, spec.image_size, device=device)
+    if spec.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, classes, (spec.batch,), device=device)
+
+
+def _search_step(spec: BenchSpec, device: torch.device):
+    from rarts.flops import count_mult_adds
+    from rarts.search import METHODS, MethodSettings
+    from rarts.supernet import Architecture, SearchNetwork
+
+    net = SearchNetwork(spec.channels, 10, spec.cells).to(device)
+    if spec.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    arch = Architecture().to(device)
+    name, _, sweep = spec.method.partition("-")
+    settings = MethodSettings(sweep=sweep) if sweep else MethodSettings()
+    method = METHODS[name](net, arch, settings)
+    method.start_epoch(0)
+    mult_adds = count_mult_adds(net, (3, spec.image_size, spec.image_size), arch.weights())
+    params = sum(p.numel() for p in net.parameters())
+    train, val = _batch(spec, device, 10), _batch(spec, device, 10)
+    return (lambda: method.step(train, val)), mult_adds, params
+
+
+def _train_step(spec: BenchSpec, device: torch.device):
+    """One training step of the final network as DARTS trains it: cross-entropy plus 0.4 x the auxiliary head's
+    (32 x 32 inputs only), drop-path 0.2, SGD with momentum 0.9 and weight decay 3e-4, gradient clipping at norm 5.
+    The auxiliary head's few mult-adds are left out of the FLOP count."""
+    import torch.nn.functional as F
+
+    from rarts.flops import count_mult_adds
+    from rarts.genotype import load_genotype
+    from rarts.network import build_network, count_params
+
+    # The auxiliary head is built for the 8 x 8 maps that 32 x 32 images give at two thirds of the depth.
+    auxiliary = spec.image_size == 32
+    model = build_network(load_genotype(spec.genotype), "cifar10", spec.channels, spec.cells, auxiliary=auxiliary)
+    model = model.to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.drop_path_prob = 0.2
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True)
+    mult_adds = count_mult_adds(model, (3, spec.image_size, spec.image_size))
+    x, target = _batch(spec, device, 10)
+
+    def step():
+        logits, logits_aux = model(x)
+        loss = F.cross_entropy(logits, target)
+        if logits_aux is not None:
+            loss = loss + 0.4 * F.cross_entropy(logits_aux, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
+        optimizer.step()
+        return loss.detach()
+
+    return step, mult_adds, count_params(model)
+
+
+def measure(spec: BenchSpec) -> Measurement:
+    """Time `spec` in this process; peak memory only on CUDA (see `measure_isolated` for the CPU)."""
+    from rarts.utils import pick_device, seed_everything
+
+    spec.validate()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = pick_device(spec.device)
+    seed_everything(spec.seed)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    build = _train_step if spec.method == TRAIN_NAME else _search_step
+    step, mult_adds, params = build(spec, device)
+    out = Measurement(spec=spec, forward_mult_adds=mult_adds, parameters=params)
+    out.baseline_memory_bytes = torch.cuda.memory_allocated(device) if device.type == "cuda" else _max_rss()
+    for i in range(spec.warmup + spec.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        if i >= spec.warmup:
+            out.seconds.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        out.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    return out
+
+
+def _max_rss() -> Optional[int]:
+    """Peak resident set size of this process in bytes, None where unknown.
+
+    Linux's VmHWM belongs to the process's own address space; ru_maxrss (the fallback) carries the parent's peak
+    over fork and exec, so a child started by a large parent would report the parent's figure.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def measure_isolated(spec: BenchSpec, timeout: float = 3600.0) -> Measurement:
+    """`measure` in a fresh Python process, so its peak resident set size belongs to this measurement alone."""
+    spec.validate()
+    cmd = [sys.executable, "-m", "rarts.bench", json.dumps(asdict(spec))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    if proc.returncode != 0:
+        from rarts.errors import RunFailed
+
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RunFailed(f"benchmark of {spec.method} at batch {spec.batch} failed: {tail[0]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row.pop("spec")
+    return Measurement(spec=spec, **row)
+
+
+def _worker(spec_json: str) -> None:
+    m = measure(BenchSpec(**json.loads(spec_json)))
+    if m.peak_memory_bytes is None:
+        m.peak_memory_bytes = _max_rss()
+    print(json.dumps(asdict(m)))
+
+
+# ---- FLOPs and the report -----------------------------------------------------------------------------------------
+
+
+def step_flops(method: str, forward_mult_adds: int, batch: int) -> float:
+    """FLOPs of one step: F = 2 x mult-adds x batch per forward; weight pass 3F, alpha pass 2F, training step 3F."""
+    forward = 2.0 * forward_mult_adds * batch
+    if method == TRAIN_NAME:
+        return 3.0 * forward
+    weight_passes, alpha_passes = PASSES[method]
+    return forward * (3.0 * weight_passes + 2.0 * alpha_passes)
+
+
+def summarise(m: Measurement, peak_gflops: float) -> dict:
+    """The JSON row of one measurement."""
+    median = statistics.median(m.seconds)
+    flops = step_flops(m.spec.method, m.forward_mult_adds, m.spec.batch)
+    return {
+        "method": m.spec.method,
+        "batch": m.spec.batch,
+        "seconds_per_step": {"median": median, "min": min(m.seconds), "max": max(m.seconds), "all": m.seconds},
+        "images_per_second": m.spec.batch / median,
+        "peak_memory_bytes": m.peak_memory_bytes,
+        "baseline_memory_bytes": m.baseline_memory_bytes,
+        "gflops_per_step": flops / 1e9,
+        "achieved_gflops_per_second": flops / 1e9 / median,
+        "achieved_fraction_of_matmul_peak": flops / 1e9 / median / peak_gflops,
+        "forward_mult_adds_per_image": m.forward_mult_adds,
+        "parameters": m.parameters,
+    }
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Each search method's median step over darts1's and darts2's at the same batch (None where absent)."""
+    medians = {(r["method"], r["batch"]): r["seconds_per_step"]["median"] for r in rows}
+    out = []
+    for r in rows:
+        if r["method"] == TRAIN_NAME:
+            continue
+        row = {"method": r["method"], "batch": r["batch"]}
+        for ref in ("darts1", "darts2"):
+            base = medians.get((ref, r["batch"]))
+            row[f"vs_{ref}"] = r["seconds_per_step"]["median"] / base if base else None
+        out.append(row)
+    return out
+
+
+def bench(
+    methods: list[str],
+    batches: list[int],
+    device: torch.device,
+    channels: int = 16,
+    cells: int = 8,
+    image_size: int = 32,
+    steps: int = 3,
+    warmup: int = 1,
+    channels_last: Optional[bool] = None,
+    threads: Optional[int] = None,
+    isolate: Optional[bool] = None,
+    train_channels: int = 36,
+    train_cells: int = 20,
+    genotype: str = "DARTS_V2",
+    progress=None,
+) -> dict:
+    """Measure every (method, batch) pair; "train" in `methods` is a training step of the final network `genotype`
+    at train_channels and train_cells. The matmul peak is measured before and after; the larger one is the peak.
+
+    channels_last: None turns it on (it pays on the CPU and on recent GPUs). isolate: None isolates on the CPU.
+    """
+    from rarts.utils import device_name, environment_info
+
+    if threads:
+        torch.set_num_threads(threads)
+    channels_last = True if channels_last is None else channels_last
+    isolate = device.type == "cpu" if isolate is None else isolate
+    specs = []
+    for batch in batches:
+        for method in methods:
+            train = method == TRAIN_NAME
+            specs.append(
+                BenchSpec(
+                    method=method,
+                    batch=batch,
+                    channels=train_channels if train else channels,
+                    cells=train_cells if train else cells,
+                    image_size=image_size,
+                    steps=steps,
+                    warmup=warmup,
+                    device=str(device),
+                    channels_last=channels_last,
+                    threads=threads or torch.get_num_threads(),
+                    genotype=genotype,
+                )
+            )
+    for spec in specs:
+        spec.validate()
+    if TRAIN_NAME in methods:
+        from rarts.genotype import load_genotype
+
+        load_genotype(genotype)  # a bad name fails here, before anything is measured
+    peaks = [matmul_peak(device)]
+    rows = []
+    for spec in specs:
+        m = measure_isolated(spec) if isolate else measure(spec)
+        rows.append(m)
+        if progress is not None:
+            progress(f"{spec.method} batch {spec.batch}: median {statistics.median(m.seconds):.3f} s/step")
+    peaks.append(matmul_peak(device))
+    peak = max(peaks)
+    summary = [summarise(m, peak) for m in rows]
+    return {
+        "device": device_name(device),
+        "matmul_peak_gflops": peak,
+        "matmul_peak_runs_gflops": peaks,
+        "settings": {
+            "channels": channels,
+            "cells": cells,
+            "image_size": image_size,
+            "steps": steps,
+            "warmup": warmup,
+            "channels_last": channels_last,
+            "isolated_processes": isolate,
+            "train_network": {"genotype": genotype, "channels": train_channels, "cells": train_cells},
+        },
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "environment": environment_info(device),
+        "results": summary,
+        "ratios": ratios(summary),
+    }
+
+
+def _gb(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value / 1e9:.2f}"
+
+
+def format_report(result: dict) -> str:
+    """The figures table and the ratio table, as Markdown."""
+    lines = [
+        f"device: {result['device']}; fp32 matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s",
+        "",
+        "| method | batch | s/step median (min-max) | images/s | peak memory GB | GFLOP/step | GFLOP/s | of peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        s = r["seconds_per_step"]
+        lines.append(
+            f"| {r['method']} | {r['batch']} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) "
+            f"| {r['images_per_second']:.1f} | {_gb(r['peak_memory_bytes'])} | {r['gflops_per_step']:.1f} "
+            f"| {r['achieved_gflops_per_second']:.1f} | {100 * r['achieved_fraction_of_matmul_peak']:.1f}% |"
+        )
+    if result["ratios"]:
+        lines += ["", "| method | batch | step / darts1 | step / darts2 |", "|---|---|---|---|"]
+        for r in result["ratios"]:
+            cells = ["-" if r[k] is None else f"{r[k]:.2f}" for k in ("vs_darts1", "vs_darts2")]
+            lines.append(f"| {r['method']} | {r['batch']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
