@@ -21,6 +21,7 @@ COMMANDS = (
     "rarts.commands.genotype",
     "rarts.commands.train",
     "rarts.commands.compare",
+    "rarts.commands.search",
     "rarts.commands.bench",
 )
 

@@ -1,0 +1,341 @@
+"""What every search method shares: the interface, the registry, the optimisers and the gradient plumbing.
+
+A method owns the supernet weights w (RARTS also y), the architecture alpha and their optimisers, and exposes
+
+    metrics = method.step(train_batch, val_batch)   # one search step; metrics are 0-d tensors, never synced here
+    method.start_epoch(epoch); method.end_epoch()   # epoch hooks: random redraws alpha, schedulers step
+    method.state_dict(); method.load_state_dict(s)  # everything a resumed run needs, plain tensors and numbers
+
+`step` runs the method's `sweep`, a tuple of block names such as ("alpha", "w"), calling `update_<block>` for
+each in that order. Every update takes (train_batch, val_batch), changes only its own block, and returns its
+metrics. Writing the order down as data keeps each method's file its update rule and nothing else, and lets
+tests call and check the blocks one by one.
+
+The weight optimiser is SGD with momentum and weight decay (`WeightSGD`, written out here so that DARTS 2nd
+order can form its virtual step from the momentum buffer it owns), gradient clipping by global norm, and a
+cosine learning rate per epoch. The architecture optimiser is Adam with its own weight decay, as in DARTS.
+
+All gradients of one update pass through `apply_weight_gradient` or `apply_alpha_gradient`, and through the
+`grad_sync` hook there (the identity here; an all-reduce when the batch is split over processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from rarts.errors import UsageError
+from rarts.supernet import Architecture, SearchNetwork
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
+Metrics = dict[str, torch.Tensor]  # 0-d tensors on the device
+ArchPenalty = Callable[[Architecture], torch.Tensor]
+
+METHODS: dict[str, type[SearchMethod]] = {}
+
+
+def register_method(name: str) -> Callable[[type[SearchMethod]], type[SearchMethod]]:
+    """Class decorator: make a method available as `METHODS[name]` (and so to `rarts search --method`)."""
+
+    def decorator(cls: type[SearchMethod]) -> type[SearchMethod]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+@dataclass
+class MethodSettings:
+    """The hyperparameters of the update rules. Defaults are the DARTS CIFAR-10 search settings."""
+
+    epochs: int = 50  # length of the cosine schedule
+    lr: float = 0.025  # weight learning rate, cosine from lr to lr_min over `epochs`
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # global-norm clipping of each weight set's gradient
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    lam: float = 1.0  # weight of L_train in the alpha objective (MiLeNAS, RARTS eq. (2))
+    beta: float = 1.0  # RARTS coupling beta/2 ||y - w||^2, eq. (2)
+    y_lr: Optional[float] = None  # RARTS: learning rate of y; None follows w's schedule
+    y_lr_min: Optional[float] = None
+    y_init: str = "copy"  # RARTS: "copy" of w, "independent" initialisation, or "tied" (y is w: MiLeNAS)
+    xi: Optional[float] = None  # DARTS 2nd order virtual step; None uses the current weight learning rate
+    random_resample: str = "once"  # random: draw alpha "once" or every "epoch"
+
+    def validate(self) -> None:
+        for name in ("lr", "arch_lr"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"setting {name}: must be positive, got {getattr(self, name)}")
+        for name in ("y_lr", "xi"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"setting {name}: must be positive, got {value}")
+        for name in ("lr_min", "momentum", "weight_decay", "arch_weight_decay", "lam", "beta"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"setting {name}: must not be negative, got {getattr(self, name)}")
+        if self.y_lr_min is not None and not self.y_lr_min >= 0:
+            raise UsageError(f"setting y_lr_min: must not be negative, got {self.y_lr_min}")
+        if not self.grad_clip > 0:
+            raise UsageError(f"setting grad_clip: must be positive, got {self.grad_clip}")
+        if not all(0 <= b < 1 for b in self.arch_betas) or len(self.arch_betas) != 2:
+            raise UsageError(f"setting arch_betas: two numbers in [0, 1), got {self.arch_betas}")
+        if self.epochs < 1:
+            raise UsageError(f"setting epochs: must be at least 1, got {self.epochs}")
+        if self.y_init not in ("copy", "independent", "tied"):
+            raise UsageError(f"setting y_init: copy, independent or tied, got {self.y_init!r}")
+        if self.random_resample not in ("once", "epoch"):
+            raise UsageError(f"setting random_resample: once or epoch, got {self.random_resample!r}")
+
+
+class WeightSGD(torch.optim.Optimizer):
+    """SGD with momentum and weight decay, computed as torch.optim.SGD does (no dampening, no Nesterov):
+
+        d = g + weight_decay * w;   b = momentum * b + d   (b = d at the first step);   w = w - lr * b
+
+    `direction(grads)` returns the b that a step with gradients `grads` would take, changing nothing.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 3e-4):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    def _direction(self, group: dict, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        d = g.add(p, alpha=group["weight_decay"])
+        buf = self.state[p].get("momentum_buffer")
+        return d if buf is None else d.add(buf, alpha=group["momentum"])
+
+    @torch.no_grad()
+    def direction(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The update direction b of every parameter (in parameter order) for gradients `grads`."""
+        pairs = [(group, p) for group in self.param_groups for p in group["params"]]
+        return [self._direction(group, p, g) for (group, p), g in zip(pairs, grads)]
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    b = self._direction(group, p, p.grad)
+                    self.state[p]["momentum_buffer"] = b
+                    p.add_(b, alpha=-group["lr"])
+
+
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all tensors together, as one vector (a 0-d tensor)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place so that their joint L2 norm is at most max_norm; return the norm before.
+
+    The same rule as torch.nn.utils.clip_grad_norm_, kept on the device (no host sync).
+    """
+    norm = global_norm(grads)
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return norm
+
+
+def zeros_for_unused(grads, tensors) -> list[torch.Tensor]:
+    """autograd.grad's output with allow_unused=True, None replaced by zeros of the tensor's shape."""
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy in [0, 1] as a 0-d tensor."""
+    return (logits.argmax(dim=1) == target).float().mean()
+
+
+@contextlib.contextmanager
+def frozen_statistics(net: nn.Module) -> Iterator[None]:
+    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
+    updating their running statistics (nor their batch counters)."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def reinitialise(net: nn.Module) -> nn.Module:
+    """Draw fresh initial weights (and reset BatchNorm statistics) for every submodule that has them."""
+    for module in net.modules():
+        if module is not net and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return net
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, epochs: int, lr_min: float):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr_min)
+
+
+class SearchMethod:
+    """Base class of the search methods; see the module docstring for the interface."""
+
+    name: str = ""
+    sweep: tuple[str, ...] = ("alpha", "w")  # the blocks `step` updates, in order
+    # Every weight and alpha gradient passes through grad_sync before it is used: the identity on one process;
+    # a data-parallel run sets it to an all-reduce that averages the gradients over the processes.
+    grad_sync: Callable[[list[torch.Tensor]], list[torch.Tensor]] = staticmethod(list)
+
+    def __init__(
+        self,
+        w: SearchNetwork,
+        arch: Architecture,
+        settings: MethodSettings | None = None,
+        arch_penalty: ArchPenalty | None = None,
+        arch_penalty_weight: float = 0.0,
+    ):
+        self.settings = settings or MethodSettings()
+        self.settings.validate()
+        if arch_penalty_weight < 0:
+            raise UsageError(f"setting arch_penalty_weight: must not be negative, got {arch_penalty_weight}")
+        if arch_penalty is not None and arch_penalty_weight > 0 and "alpha" not in self.sweep:
+            raise UsageError(f"method {self.name}: it takes no alpha step, so an architecture penalty cannot act")
+        s = self.settings
+        self.w = w
+        self.arch = arch
+        self.arch_penalty = arch_penalty
+        self.arch_penalty_weight = arch_penalty_weight
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "w": WeightSGD(w.parameters(), s.lr, s.momentum, s.weight_decay)
+        }
+        self.schedulers = {"w": cosine_scheduler(self.optimizers["w"], s.epochs, s.lr_min)}
+        if "alpha" in self.sweep:
+            self.optimizers["alpha"] = torch.optim.Adam(
+                arch.parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas), weight_decay=s.arch_weight_decay
+            )
+
+    # -- the interface -------------------------------------------------------------------------------------------
+
+    def step(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        """One search step: every block of `sweep`, in order, each using the values the previous ones produced."""
+        metrics: Metrics = {}
+        for block in self.sweep:
+            metrics.update(getattr(self, f"update_{block}")(train_batch, val_batch))
+        return metrics
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The weight sets of the method by name: {"w": w}, and "y" for RARTS."""
+        return {"w": self.w}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the first step of each epoch (not when a run resumes in the middle of one)."""
+
+    def end_epoch(self) -> None:
+        """Called after the last step of each epoch: the cosine schedules move on."""
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        return {f"{key}_lr" if key != "w" else "lr": opt.param_groups[0]["lr"] for key, opt in self.optimizers.items()}
+
+    def state_dict(self) -> dict:
+        """Weights, alpha, optimiser and scheduler states: plain tensors and numbers (loads with weights_only)."""
+        return {
+            "method": self.name,
+            "networks": {k: net.state_dict() for k, net in self.networks().items()},
+            "arch": self.arch.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "schedulers": {k: sch.state_dict() for k, sch in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("method") != self.name:
+            raise UsageError(f"checkpoint is of method {state.get('method')!r}, not {self.name!r}")
+        for key, net in self.networks().items():
+            net.load_state_dict(state["networks"][key])
+        self.arch.load_state_dict(state["arch"])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        for key, sch in self.schedulers.items():
+            sch.load_state_dict(state["schedulers"][key])
+
+    # -- the weight step shared by darts1, darts2, milenas and random: SGD on L_train(w, alpha) ------------------
+
+    def update_w(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        loss, logits = self.loss(self.w, train_batch, self.mixing(detach=True))
+        grads = torch.autograd.grad(loss, list(self.w.parameters()))
+        self.apply_weight_gradient("w", self.w, list(grads))
+        return {"train_loss": loss.detach(), "train_acc": accuracy(logits.detach(), train_batch[1])}
+
+    # -- helpers for the update rules ----------------------------------------------------------------------------
+
+    def mixing(self, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmax(alpha) per edge, (normal, reduce), each (14, 8); detached for steps that need no alpha gradient."""
+        w_normal, w_reduce = self.arch.weights()
+        if detach:
+            return w_normal.detach(), w_reduce.detach()
+        return w_normal, w_reduce
+
+    def alphas(self) -> list[nn.Parameter]:
+        return self.arch.alphas()
+
+    def alpha_gradient(self, objective: torch.Tensor) -> list[torch.Tensor]:
+        """grad_alpha of `objective`, alpha only (no weight gradients are formed). A cell type the network lacks
+        (fewer than 3 layers have no normal cell) gets a zero gradient."""
+        return zeros_for_unused(torch.autograd.grad(objective, self.alphas(), allow_unused=True), self.alphas())
+
+    @staticmethod
+    def loss(
+        net: nn.Module,
+        batch: Batch,
+        mixing: tuple[torch.Tensor, torch.Tensor],
+        params: dict[str, torch.Tensor] | None = None,
+        update_stats: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of `net` on `batch` with the given mixing weights; returns (loss, logits).
+
+        params: evaluate at these weights (by name) instead of the module's own, e.g. a virtual step.
+        update_stats: False leaves BatchNorm's running statistics alone (it still normalises with the batch's),
+            so the forward passes of alpha steps and virtual points leave them as the weight steps made them.
+        """
+        x, target = batch
+        with contextlib.nullcontext() if update_stats else frozen_statistics(net):
+            logits = net(x, mixing) if params is None else functional_call(net, params, (x, mixing))
+        return F.cross_entropy(logits, target), logits
+
+    def apply_weight_gradient(self, key: str, net: nn.Module, grads: list[torch.Tensor]) -> None:
+        """Clip the gradient of weight set `key` to the global norm grad_clip and take its SGD step."""
+        grads = self.grad_sync(grads)
+        clip_by_global_norm_(grads, self.settings.grad_clip)
+        for p, g in zip(net.parameters(), grads):
+            p.grad = g
+        self.optimizers[key].step()
+
+    def penalty(self) -> torch.Tensor | None:
+        """weight * arch_penalty(alpha), or None without a penalty."""
+        if self.arch_penalty is None or self.arch_penalty_weight == 0:
+            return None
+        return self.arch_penalty_weight * self.arch_penalty(self.arch)
+
+    def apply_alpha_gradient(self, grads: list[torch.Tensor]) -> Metrics:
+        """Add the architecture penalty's gradient (once per alpha step) and take the Adam step on alpha.
+
+        The gradient handed to Adam stays in `alpha.grad` until the next alpha step.
+        """
+        metrics: Metrics = {}
+        grads = self.grad_sync(grads)
+        penalty = self.penalty()
+        if penalty is not None:
+            extra = torch.autograd.grad(penalty, self.alphas(), allow_unused=True)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+            metrics["arch_penalty"] = penalty.detach()
+        for a, g in zip(self.alphas(), grads):
+            a.grad = g.detach()
+        self.optimizers["alpha"].step()
+        return metrics

@@ -1,0 +1,563 @@
+"""The search loop: data halves, the method's steps, per-epoch evaluation and logging, checkpoints, the run folder.
+
+    cfg = make_config("quick", {"epochs": "2"}, {"method": "rarts"})
+    summary = run_search(cfg, "runs/search/rarts-seed0")             # resume=True continues a killed run
+
+A run folder holds config.json and environment.json (from the start); metrics.jsonl and metrics.csv (one row
+per epoch: losses, accuracies, learning rates, wall time, genotype); alphas.jsonl (softmax(alpha) of both cells
+per epoch); checkpoint.pt (after every epoch, and every `checkpoint_every` steps); and, when the last epoch is
+done, genotype.json, alpha.json, alpha.png (heatmap), cells/ (the two cell diagrams) and summary.json.
+
+Accuracies are fractions in [0, 1]. Per epoch: train_loss/train_acc average w's steps on the training half
+(train mode, augmented, as the steps saw them); val_loss/val_acc evaluate w on the whole validation half
+(eval mode, no augmentation); RARTS adds y_loss/y_acc (y's steps on the validation half) and
+y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
+
+Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
+checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
+a non-finite value stops the run (RunFailed) before anything is saved, so the last checkpoint stays good.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rarts.errors import RunFailed, UsageError
+from rarts.genotype import derive_genotype
+from rarts.ops import PRIMITIVES
+from rarts.search.base import METHODS, ArchPenalty, SearchMethod
+from rarts.search.config import SearchConfig, check_resumable
+from rarts.supernet import Architecture, SearchNetwork
+from rarts.utils import (
+    atomic_torch_save,
+    atomic_write_text,
+    device_name,
+    environment_info,
+    pick_device,
+    read_json,
+    seed_everything,
+    write_json,
+)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "rarts-search-checkpoint"
+CHECKPOINT_VERSION = 1
+SUMMARY_NAME = "summary.json"
+FORMAT_VERSION = 1  # of summary.json
+
+StepHook = Callable[[int, int], None]  # (epoch, steps done in the epoch), called after every step
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchData:
+    """The two halves of the training set as device loaders, and the validation half for evaluation."""
+
+    train: Any  # DeviceLoader over the w half: shuffled, augmented
+    val: Any  # DeviceLoader over the alpha (and y) half: shuffled, augmented
+    val_eval: Any  # DeviceLoader over the alpha half: in order, no augmentation
+    num_classes: int
+    image_size: int
+
+
+def resize_images(images: torch.Tensor, size: int, chunk: int = 5000) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized to (N, C, size, size): area averaging down, bilinear up; uint8 out."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    mode = "area" if size < images.shape[-1] else "bilinear"
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        x = F.interpolate(images[start : start + chunk].float(), size=(size, size), mode=mode)
+        out[start : start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def prepare_data(cfg: SearchConfig, device: torch.device) -> SearchData:
+    """Load the training set, split it into the two seeded halves and build the loaders (checks batch size)."""
+    from rarts.data import DATASETS, DeviceLoader, load_dataset, search_split
+
+    if cfg.dataset == "imagenet":
+        raise UsageError("search on imagenet is not supported: search on CIFAR and transfer, or use a small folder")
+    data = load_dataset(cfg.dataset, cfg.data_dir, "train")
+    if DATASETS[cfg.dataset].streamed:
+        data = data.load_all(cfg.image_size or 32)
+    size = cfg.image_size or data.image_size
+    train_idx, val_idx = search_split(data.labels, cfg.train_portion, seed=cfg.seed, subset=cfg.subset)
+    for name, idx in (("training", train_idx), ("validation", val_idx)):
+        if cfg.batch_size > idx.numel():
+            raise UsageError(
+                f"setting batch_size={cfg.batch_size} is larger than the {name} half ({idx.numel()} images)"
+            )
+    images = resize_images(data.images, size)
+    pad = max(1, round(4 * size / 32))  # DARTS pads 32x32 images by 4 before the random crop
+    common = {"mean": data.mean, "std": data.std, "channels_last": cfg.channels_last, "crop_padding": pad}
+
+    def loader(idx: torch.Tensor, seed: int, train: bool):
+        return DeviceLoader(images[idx], data.labels[idx], cfg.batch_size, device, train=train, seed=seed, **common)
+
+    return SearchData(
+        train=loader(train_idx, cfg.seed, True),
+        val=loader(val_idx, cfg.seed + 1, True),
+        val_eval=loader(val_idx, 0, False),
+        num_classes=data.num_classes,
+        image_size=size,
+    )
+
+
+# --- per-epoch bookkeeping --------------------------------------------------------------------------------------------
+
+
+class EpochMeter:
+    """Sums of the step metrics over an epoch (weighted by batch size), kept on the device between syncs.
+
+    `check` syncs once: it looks at every metric of every step added since the last check and raises RunFailed
+    naming the first step with a non-finite value.
+    """
+
+    def __init__(self, state: dict | None = None, device: torch.device | None = None):
+        state = state or {}
+        self.sums: dict[str, torch.Tensor] = {
+            k: torch.tensor(v, device=device) for k, v in state.get("sums", {}).items()
+        }
+        self.count = int(state.get("count", 0))
+        # Wall and process CPU time of the epoch so far (CPU time: all threads; on a shared machine it is the
+        # steadier figure). Counting starts at construction, continuing from the saved part of the epoch.
+        self._wall0 = time.perf_counter() - float(state.get("seconds", 0.0))
+        self._cpu0 = time.process_time() - float(state.get("cpu_seconds", 0.0))
+        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def elapsed(self) -> tuple[float, float]:
+        """(wall seconds, process CPU seconds) of the epoch so far."""
+        return time.perf_counter() - self._wall0, time.process_time() - self._cpu0
+
+    def add(self, step: int, metrics: dict[str, torch.Tensor], n: int) -> None:
+        for key, value in metrics.items():
+            term = value.detach().float() * n
+            self.sums[key] = self.sums[key] + term if key in self.sums else term
+        self.count += n
+        self._pending.append((step, metrics))
+
+    def check(self, where: Callable[[int], str]) -> None:
+        if not self._pending:
+            return
+        keys = sorted(self._pending[0][1])
+        values = torch.stack([torch.stack([m[k].detach().float() for k in keys]) for _, m in self._pending])
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            row, col = (~finite).nonzero()[0].tolist()
+            step = self._pending[row][0]
+            raise RunFailed(f"non-finite {keys[col]} ({values[row, col].item()}) at {where(step)}")
+        self._pending.clear()
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / max(self.count, 1)).item() for k, v in self.sums.items()}
+
+    def state_dict(self) -> dict:
+        seconds, cpu_seconds = self.elapsed()
+        sums = {k: v.item() for k, v in self.sums.items()}
+        return {"sums": sums, "count": self.count, "seconds": seconds, "cpu_seconds": cpu_seconds}
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, loader, mixing) -> tuple[float, float]:
+    """(mean loss, accuracy) of `net` over the whole loader, BatchNorm in eval mode."""
+    was_training = net.training
+    net.eval()
+    loss_sum = correct = None
+    n = 0
+    for x, target in loader:
+        logits = net(x, mixing)
+        loss = F.cross_entropy(logits, target, reduction="sum")
+        hits = (logits.argmax(1) == target).sum()
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        correct = hits if correct is None else correct + hits
+        n += target.numel()
+    net.train(was_training)
+    return (loss_sum / n).item(), (correct.float() / n).item()
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    """CUDA: the most memory tensors held (max_memory_allocated); CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda max_memory_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "process peak RSS"
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every random generator's state, as tensors and numbers (loads with weights_only)."""
+    keys, pos, has_gauss, cached = np.random.get_state()[1:]
+    version, internal, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A search checkpoint, loaded with weights_only=True; anything else is a one-line UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200]
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a rarts search checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {CHECKPOINT_VERSION}")
+    return ckpt
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any], flags: dict[str, Any]) -> SearchConfig:
+    """The config of the run in `run_dir`, with overrides and flags on top (for `--resume` without --preset)."""
+    from rarts.config import build_config
+
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
+    saved = load_checkpoint(path)["config"]
+    return build_config(SearchConfig, saved, overrides, flags)
+
+
+def _alpha_row(epoch: int, arch: Architecture) -> dict:
+    w_normal, w_reduce = arch.weights()
+    return {"epoch": epoch, "normal": w_normal.detach().cpu().tolist(), "reduce": w_reduce.detach().cpu().tolist()}
+
+
+def _keep_alpha_rows(path: Path, before_epoch: int) -> None:
+    """Rewrite alphas.jsonl with the rows of epochs before `before_epoch` (a resumed run repeats the others)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] < before_epoch:
+                rows.append(line + "\n")
+    atomic_write_text(path, "".join(rows))
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------------
+
+
+def run_search(
+    cfg: SearchConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    arch_penalty: Optional[ArchPenalty] = None,
+    arch_penalty_weight: float = 0.0,
+    on_step: Optional[StepHook] = None,
+) -> dict[str, Any]:
+    """Search with cfg in `run_dir` (or continue the run there with resume=True); returns summary.json's content.
+
+    arch_penalty: a function of the Architecture added, times arch_penalty_weight, to every alpha objective.
+    on_step: called as on_step(epoch, steps_done_in_epoch) after every step and its checkpoint, if any.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    ckpt = None
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if resume:
+        if not ckpt_path.is_file():
+            raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
+        ckpt = load_checkpoint(ckpt_path)
+        check_resumable(ckpt["config"], cfg)
+        if ckpt["epoch"] >= cfg.epochs and (run_dir / SUMMARY_NAME).is_file():
+            say(f"{run_dir}: the search has finished already")
+            return read_json(run_dir / SUMMARY_NAME)
+    elif ckpt_path.exists() or (run_dir / SUMMARY_NAME).exists():
+        raise UsageError(f"{run_dir} already holds a search run: pass --resume to continue it, or another --out")
+
+    device = pick_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, device)
+    net = SearchNetwork(cfg.channels, data.num_classes, cfg.layers).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    arch = Architecture().to(device)
+    method = METHODS[cfg.method](net, arch, cfg.method_settings(), arch_penalty, arch_penalty_weight)
+
+    state = _LoopState(cfg, method, data, device, ckpt_path)
+    if ckpt is not None:
+        state.restore(ckpt)
+        say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", asdict(cfg))
+    env = environment_info(device)
+    env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
+    write_json(run_dir / "environment.json", env)
+
+    from rarts.metrics_log import MetricsLogger
+
+    logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
+    alphas_path = run_dir / "alphas.jsonl"
+    _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
+    try:
+        state.run(logger, alphas_path, say, on_step, quiet)
+    finally:
+        logger.close()
+    return _finish(cfg, run_dir, method, state, device, say)
+
+
+class _LoopState:
+    """Where the loop stands (epoch, step, time, memory), and the epoch and checkpoint routines that use it."""
+
+    def __init__(self, cfg: SearchConfig, method: SearchMethod, data: SearchData, device, ckpt_path: Path):
+        self.cfg, self.method, self.data, self.device = cfg, method, data, device
+        self.ckpt_path = ckpt_path
+        self.steps_per_epoch = len(data.train)
+        self.epoch = self.step = self.global_step = 0
+        self.search_seconds = self.search_cpu_seconds = 0.0
+        self.peak = 0
+        self.last_row: dict[str, Any] = {}
+        self.meter_state: dict | None = None  # the saved part of a resumed epoch
+        self.saved_at: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint written
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from a checkpoint: weights, alpha, optimisers, schedulers, data order, generators, position."""
+        self.method.load_state_dict(ckpt["method"])
+        self.data.train.load_state_dict(ckpt["loaders"]["train"])
+        self.data.val.load_state_dict(ckpt["loaders"]["val"])
+        set_rng_state(ckpt["rng"], self.device)
+        self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
+        self.search_seconds, self.search_cpu_seconds = ckpt["search_seconds"], ckpt["search_cpu_seconds"]
+        self.peak, self.last_row = ckpt["peak_memory_bytes"], ckpt["last_row"]
+        self.meter_state = ckpt["meter"]
+        self.saved_at = (self.epoch, self.step)
+
+    def where(self, step: int) -> str:
+        place = f"epoch {self.epoch + 1}/{self.cfg.epochs}, step {step + 1}/{self.steps_per_epoch} of {self.cfg.method}"
+        if self.saved_at is None:
+            return f"{place}; no checkpoint had been written yet"
+        e, s = self.saved_at
+        return f"{place}; the last good checkpoint {self.ckpt_path} (epoch {e + 1}, step {s}) is intact"
+
+    def save(self, meter: EpochMeter) -> None:
+        self.peak = max(self.peak, peak_memory_bytes(self.device)[0])
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "config": asdict(self.cfg),
+                "method": self.method.state_dict(),
+                "epoch": self.epoch,
+                "step": self.step,
+                "global_step": self.global_step,
+                "loaders": {"train": self.data.train.state_dict(), "val": self.data.val.state_dict()},
+                "rng": rng_state(self.device),
+                "meter": meter.state_dict(),
+                "search_seconds": self.search_seconds,
+                "search_cpu_seconds": self.search_cpu_seconds,
+                "peak_memory_bytes": self.peak,
+                "last_row": self.last_row,
+            },
+            self.ckpt_path,
+        )
+        self.saved_at = (self.epoch, self.step)
+
+    def run(self, logger, alphas_path: Path, say, on_step: Optional[StepHook], quiet: bool) -> None:
+        from tqdm import tqdm
+
+        cfg, method, data = self.cfg, self.method, self.data
+        total = cfg.epochs * self.steps_per_epoch
+        bar = tqdm(
+            total=total,
+            initial=self.global_step,
+            disable=quiet or not cfg.progress or not sys.stderr.isatty(),
+            desc=cfg.method,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        out = bar.write if not bar.disable else say
+        try:
+            while self.epoch < cfg.epochs:
+                if self.step == 0:
+                    method.start_epoch(self.epoch)
+                    meter = EpochMeter(device=self.device)
+                else:
+                    meter = EpochMeter(self.meter_state, self.device)
+                while self.step < self.steps_per_epoch:
+                    train_batch, val_batch = data.train.next_batch(), data.val.next_batch()
+                    metrics = method.step(train_batch, val_batch)
+                    meter.add(self.step, metrics, train_batch[1].numel())
+                    self.step += 1
+                    self.global_step += 1
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0:
+                        meter.check(self.where)
+                        bar.set_postfix(epoch=self.epoch + 1, **{k: f"{v:.3f}" for k, v in _short(meter.means())})
+                    if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                        if self.step < self.steps_per_epoch:
+                            meter.check(self.where)
+                            self.save(meter)
+                    if on_step is not None:
+                        on_step(self.epoch, self.step)
+                meter.check(self.where)
+                row = self.end_epoch(meter)
+                logger.log(row)
+                with open(alphas_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(_alpha_row(self.epoch - 1, method.arch)) + "\n")
+                out(_epoch_line(row, cfg.epochs))
+        except torch.cuda.OutOfMemoryError as e:
+            raise RunFailed(
+                f"out of GPU memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels={cfg.channels}"
+                f", layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
+                f"{max(1, cfg.batch_size // 2)}"
+            ) from e
+        finally:
+            bar.close()
+
+    def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
+        """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
+        method = self.method
+        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **meter.means()}
+        mixing = method.mixing(detach=True)
+        for key, net in method.networks().items():
+            prefix = "" if key == "w" else f"{key}_"
+            row[f"{prefix}val_loss"], row[f"{prefix}val_acc"] = evaluate(net, self.data.val_eval, mixing)
+        genotype = derive_genotype(method.arch.alpha_normal, method.arch.alpha_reduce)
+        row["genotype"] = genotype.to_darts_string()
+        method.end_epoch()
+        row["seconds"], row["cpu_seconds"] = meter.elapsed()
+        self.search_seconds += row["seconds"]
+        self.search_cpu_seconds += row["cpu_seconds"]
+        row["search_seconds"] = self.search_seconds
+        self.epoch += 1
+        self.step = 0
+        self.last_row = row
+        self.save(EpochMeter(device=self.device))
+        return row
+
+
+def _short(means: dict[str, float]) -> list[tuple[str, float]]:
+    keys = ("train_loss", "train_acc", "arch_loss", "y_loss")
+    return [(k.replace("_", ""), means[k]) for k in keys if k in means]
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "y_val_acc"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts.append(f"{row['seconds']:.1f} s")
+    return "  ".join(parts)
+
+
+def _draw(cfg: SearchConfig, run_dir: Path, arch: Architecture, genotype) -> tuple[list[str], list[str]]:
+    """The alpha heatmap and the cell diagrams; returns (files written, errors). A failed figure is reported,
+    not raised: a finished search is not lost over a plot."""
+    plots, errors = [], []
+    try:
+        from rarts.search.plots import plot_alpha_heatmap
+
+        plot_alpha_heatmap(arch.alpha_normal, arch.alpha_reduce, run_dir / "alpha.png")
+        plots.append("alpha.png")
+    except Exception as e:
+        errors.append(f"alpha heatmap: {type(e).__name__}: {e}")
+    try:
+        from rarts.viz import plot_genotype
+
+        paths, _ = plot_genotype(genotype, run_dir / "cells")
+        plots.extend(str(Path(p).relative_to(run_dir)) for p in paths)
+    except Exception as e:
+        errors.append(f"cell diagrams: {type(e).__name__}: {e}")
+    return plots, errors
+
+
+def _finish(cfg: SearchConfig, run_dir: Path, method: SearchMethod, state: _LoopState, device, say) -> dict[str, Any]:
+    """The end of a search: genotype.json, alpha.json, the plots and summary.json."""
+    arch = method.arch
+    genotype = derive_genotype(arch.alpha_normal, arch.alpha_reduce)
+    write_json(run_dir / "genotype.json", genotype.to_dict())
+    w_normal, w_reduce = arch.weights()
+    write_json(
+        run_dir / "alpha.json",
+        {
+            "primitives": list(PRIMITIVES),
+            "alpha_normal": arch.alpha_normal.detach().cpu().tolist(),
+            "alpha_reduce": arch.alpha_reduce.detach().cpu().tolist(),
+            "softmax_normal": w_normal.detach().cpu().tolist(),
+            "softmax_reduce": w_reduce.detach().cpu().tolist(),
+        },
+    )
+    plots, plot_errors = _draw(cfg, run_dir, arch, genotype) if cfg.plots else ([], [])
+    for err in plot_errors:
+        say(f"warning: could not draw the {err}")
+
+    state.peak = max(state.peak, peak_memory_bytes(device)[0])
+    row = state.last_row
+    on_gpu = device.type == "cuda"
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "dataset": cfg.dataset,
+        "genotype": genotype.to_dict(),
+        "genotype_string": genotype.to_darts_string(),
+        "epochs": cfg.epochs,
+        "steps": state.global_step,
+        "search_seconds": state.search_seconds,
+        "seconds_per_step": state.search_seconds / max(state.global_step, 1),
+        "search_cpu_seconds": state.search_cpu_seconds,
+        "threads": torch.get_num_threads(),
+        "search_cost": state.search_seconds / (86400.0 if on_gpu else 3600.0),
+        "search_cost_unit": "GPU-days" if on_gpu else "CPU-hours",
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "peak_memory_bytes": state.peak,
+        "peak_memory_kind": peak_memory_bytes(device)[1],
+        "final_train_loss": row.get("train_loss"),
+        "final_train_acc": row.get("train_acc"),
+        "final_val_loss": row.get("val_loss"),
+        "final_val_acc": row.get("val_acc"),
+    }
+    for key in ("y_val_loss", "y_val_acc"):
+        if key in row:
+            summary[f"final_{key}"] = row[key]
+    summary["plots"] = plots
+    if plot_errors:
+        summary["plot_errors"] = plot_errors
+    write_json(run_dir / SUMMARY_NAME, summary)
+    return summary

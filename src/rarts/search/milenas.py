@@ -1,0 +1,27 @@
+"""MiLeNAS (He, Wang & Chu, 2020), in the form the RARTS paper compares with: one mixed-level objective.
+
+    w     <- w - eta_w * grad_w L_train(w, alpha)                                  (SGD on a training batch)
+    alpha <- alpha - eta_a * (grad_a L_val(w, alpha) + lam * grad_a L_train(w, alpha))     (Adam, new w)
+
+lam weighs the training loss, as in RARTS eq. (2), so that RARTS with y tied to w and beta = 0 is exactly this
+method (section 3.2). The alpha step uses the weights just updated, the same Gauss-Seidel order as RARTS eq. (4);
+its training term reuses the step's training batch.
+"""
+
+from __future__ import annotations
+
+from rarts.search.base import Batch, Metrics, SearchMethod, accuracy, register_method
+
+
+@register_method("milenas")
+class MiLeNAS(SearchMethod):
+    sweep = ("w", "alpha")
+
+    def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        # One backward pass per term, so the two graphs are never held at once (half the peak memory).
+        loss_val, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False)
+        g_val = self.alpha_gradient(loss_val)
+        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False)
+        g_train = self.alpha_gradient(loss_train)
+        metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
+        return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -1,0 +1,93 @@
+"""RARTS (Xue, Qi & Xin): a relaxed architecture search with two weight sets, w and y, and first derivatives only.
+
+RARTS minimises the relaxed Lagrangian, eq. (2),
+
+    L(y, w, alpha) = L_val(y, alpha) + lam * L_train(w, alpha) + beta / 2 * ||y - w||^2,
+
+by one Gauss-Seidel sweep per step, eq. (4), each line using the values the lines above it just produced:
+
+    w     <- w - eta_w * (lam * grad_w L_train(w, alpha) + beta * (w - y))          training batch
+    y     <- y - eta_y * (grad_y L_val(y, alpha) + beta * (y - w))                  validation batch, new w
+    alpha <- alpha - eta_a * (lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha))     new w and new y
+
+w and y step by `WeightSGD` (momentum, weight decay) after clipping, each with its own cosine schedule (y's
+follows w's unless y_lr is set); alpha by Adam. The coupling gradients beta * (w - y) are tensor arithmetic.
+The sweep order is the class attribute `sweep`; each line is one `update_<block>` method.
+
+y starts as a copy of w (y_init="copy"), from its own random initialisation ("independent"), or is w itself
+("tied"): then the y line and the coupling drop out and RARTS is MiLeNAS (section 3.2).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from rarts.search.base import (
+    Batch,
+    Metrics,
+    SearchMethod,
+    WeightSGD,
+    accuracy,
+    cosine_scheduler,
+    global_norm,
+    register_method,
+    reinitialise,
+)
+
+
+@register_method("rarts")
+class RARTS(SearchMethod):
+    sweep = ("w", "y", "alpha")  # eq. (4): one Gauss-Seidel sweep, in this order
+
+    def __init__(self, w, arch, settings=None, arch_penalty=None, arch_penalty_weight=0.0):
+        super().__init__(w, arch, settings, arch_penalty, arch_penalty_weight)
+        s = self.settings
+        self.tied = s.y_init == "tied"
+        if self.tied:
+            self.y = w
+            self.sweep = ("w", "alpha")
+            return
+        self.y = copy.deepcopy(w)
+        if s.y_init == "independent":
+            reinitialise(self.y)
+        y_lr = s.lr if s.y_lr is None else s.y_lr
+        y_lr_min = s.y_lr_min if s.y_lr_min is not None else s.lr_min * y_lr / s.lr
+        self.optimizers["y"] = WeightSGD(self.y.parameters(), y_lr, s.momentum, s.weight_decay)
+        self.schedulers["y"] = cosine_scheduler(self.optimizers["y"], s.epochs, y_lr_min)
+
+    def networks(self):
+        return {"w": self.w} if self.tied else {"w": self.w, "y": self.y}
+
+    def update_w(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        # eq. (4), line 1: lam * grad_w L_train(w, alpha) + beta * (w - y)
+        loss, logits = self.loss(self.w, train_batch, self.mixing(detach=True))
+        grads = list(torch.autograd.grad(self.settings.lam * loss, list(self.w.parameters())))
+        if not self.tied:
+            with torch.no_grad():
+                for g, w_i, y_i in zip(grads, self.w.parameters(), self.y.parameters()):
+                    g.add_(w_i - y_i, alpha=self.settings.beta)
+        self.apply_weight_gradient("w", self.w, grads)
+        return {"train_loss": loss.detach(), "train_acc": accuracy(logits.detach(), train_batch[1])}
+
+    def update_y(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        # eq. (4), line 2: grad_y L_val(y, alpha) + beta * (y - w), with the w of line 1
+        loss, logits = self.loss(self.y, val_batch, self.mixing(detach=True))
+        grads = list(torch.autograd.grad(loss, list(self.y.parameters())))
+        with torch.no_grad():
+            gap = [y_i - w_i for y_i, w_i in zip(self.y.parameters(), self.w.parameters())]
+            for g, d in zip(grads, gap):
+                g.add_(d, alpha=self.settings.beta)
+        self.apply_weight_gradient("y", self.y, grads)
+        return {"y_loss": loss.detach(), "y_acc": accuracy(logits.detach(), val_batch[1]), "wy_dist": global_norm(gap)}
+
+    def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        # eq. (4), line 3: lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha), with w and y of lines 1-2.
+        # One backward pass per term, so the two graphs are never held at once (half the peak memory).
+        loss_val, logits = self.loss(self.y, val_batch, self.mixing(), update_stats=False)
+        g_val = self.alpha_gradient(loss_val)
+        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False)
+        g_train = self.alpha_gradient(loss_train)
+        metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
+        return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -1,0 +1,307 @@
+"""The search loop and `rarts search`: run folder, kill and resume, non-finite losses, settings validation.
+
+Runs are tiny: 32 images of the bundled CIFAR-10 subset at 8x8, 4 channels, 2 cells, batch 8 (2 steps an epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rarts.cli import main
+from rarts.errors import RunFailed, UsageError
+from rarts.genotype import load_genotype
+from rarts.search.config import SearchConfig, make_config
+from rarts.search.loop import CHECKPOINT_NAME, load_checkpoint, peak_memory_bytes, resize_images, run_search
+from rarts.search.plots import edge_labels, plot_alpha_heatmap
+
+TINY = {
+    "dataset": "cifar10-mini",
+    "subset": "32",
+    "image_size": "8",
+    "channels": "4",
+    "layers": "2",
+    "batch_size": "8",
+    "epochs": "2",
+    "log_every": "1",
+    "progress": "false",
+    "tensorboard": "false",
+    "plots": "false",
+}
+
+
+def tiny(method: str, **more) -> SearchConfig:
+    return make_config("paper", {**TINY, **{k: str(v) for k, v in more.items()}}, {"method": method, "device": "cpu"})
+
+
+def tiny_args(method: str, out: Path, *extra: str) -> list[str]:
+    return (
+        ["search", "--method", method, "--out", str(out), "--device", "cpu", "--quiet"]
+        + [f"{k}={v}" for k, v in TINY.items()]
+        + list(extra)
+    )
+
+
+class Killed(Exception):
+    """Stands for the process being killed at a step."""
+
+
+def kill_after(n_steps: int):
+    count = {"n": 0}
+
+    def hook(epoch: int, step: int) -> None:
+        count["n"] += 1
+        if count["n"] == n_steps:
+            raise Killed
+
+    return hook
+
+
+def comparable(run_dir: Path) -> dict:
+    """Everything a run computed, without wall times."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("seconds")
+        row.pop("search_seconds")
+        row.pop("cpu_seconds")
+    return {
+        "alpha": json.loads((run_dir / "alpha.json").read_text()),
+        "genotype": json.loads((run_dir / "genotype.json").read_text()),
+        "metrics": rows,
+        "alphas": (run_dir / "alphas.jsonl").read_text(),
+    }
+
+
+# ---- a whole run -----------------------------------------------------------------------------------------------------
+
+
+def test_run_folder_holds_every_artefact(tmp_path):
+    out = tmp_path / "run"
+    summary = run_search(tiny("darts1", plots=True), out, quiet=True)
+    for name in ("config.json", "environment.json", "metrics.jsonl", "metrics.csv", "alphas.jsonl", "genotype.json"):
+        assert (out / name).is_file(), name
+    assert (out / "alpha.png").stat().st_size > 0
+    assert any(p.name.startswith("normal.") for p in (out / "cells").iterdir())
+    assert summary == json.loads((out / "summary.json").read_text())
+    for key in ("method", "genotype", "epochs", "search_seconds", "search_cost", "search_cost_unit", "device_name"):
+        assert key in summary, key
+    assert summary["method"] == "darts1" and summary["epochs"] == 2 and summary["steps"] == 4
+    assert summary["search_cost_unit"] == "CPU-hours"
+    assert summary["search_cost"] == pytest.approx(summary["search_seconds"] / 3600)
+    assert summary["peak_memory_bytes"] > 10 * 2**20
+    assert 0.0 <= summary["final_val_acc"] <= 1.0 and 0.0 <= summary["final_train_acc"] <= 1.0
+    assert load_genotype(str(out)).to_dict() == summary["genotype"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert rows[0]["lr"] == pytest.approx(0.025) and rows[1]["lr"] < rows[0]["lr"]  # cosine, stepped after epochs
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "arch_loss", "genotype", "seconds"} <= set(rows[0])
+    alphas = [json.loads(line) for line in (out / "alphas.jsonl").read_text().splitlines()]
+    assert [a["epoch"] for a in alphas] == [0, 1]
+    assert torch.tensor(alphas[1]["normal"]).sum(1) == pytest.approx(torch.ones(14), abs=1e-6)
+    alpha = json.loads((out / "alpha.json").read_text())
+    assert torch.softmax(torch.tensor(alpha["alpha_normal"]), -1) == pytest.approx(torch.tensor(alphas[1]["normal"]))
+    ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 0
+    assert set(ckpt["method"]["optimizers"]) == {"w", "alpha"}
+    assert json.loads((out / "config.json").read_text())["method"] == "darts1"
+
+
+def test_rarts_logs_both_weight_sets(tmp_path):
+    summary = run_search(tiny("rarts", epochs=1), tmp_path / "run", quiet=True)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    for key in ("train_acc", "val_acc", "y_loss", "y_acc", "y_val_loss", "y_val_acc", "wy_dist", "y_lr"):
+        assert key in row, key
+    assert "final_y_val_acc" in summary
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert set(ckpt["method"]["networks"]) == {"w", "y"}
+    assert set(ckpt["method"]["optimizers"]) == {"w", "y", "alpha"}
+
+
+# ---- kill and resume -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,checkpoint_every", [("rarts", 1), ("darts1", 0)])
+def test_killed_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path, method, checkpoint_every):
+    """Killed at the first step of epoch 2: checkpoint_every=1 resumes there, 0 from the end of epoch 1."""
+    cfg = tiny(method, checkpoint_every=checkpoint_every, y_init="independent")
+    run_search(cfg, tmp_path / "whole", quiet=True)
+    with pytest.raises(Killed):
+        run_search(cfg, tmp_path / "killed", quiet=True, on_step=kill_after(3))
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    ckpt = load_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)
+    assert (ckpt["epoch"], ckpt["step"]) == ((1, 1) if checkpoint_every else (1, 0))
+    run_search(cfg, tmp_path / "killed", resume=True, quiet=True)
+    assert comparable(tmp_path / "killed") == comparable(tmp_path / "whole")
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    cfg = tiny("random", epochs=1)
+    first = run_search(cfg, tmp_path / "run", quiet=True)
+    assert run_search(cfg, tmp_path / "run", resume=True, quiet=True) == first
+
+
+# ---- failures --------------------------------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import rarts.search.loop as loop
+
+    nets, original = [], loop.SearchNetwork
+
+    def keep(*args, **kwargs):
+        nets.append(original(*args, **kwargs))
+        return nets[-1]
+
+    def poison(epoch: int, step: int) -> None:  # after the checkpoint of epoch 2, step 1
+        if (epoch, step) == (1, 1):
+            with torch.no_grad():
+                next(iter(nets[0].parameters())).fill_(float("nan"))
+
+    monkeypatch.setattr(loop, "SearchNetwork", keep)
+    with pytest.raises(RunFailed) as err:
+        run_search(tiny("milenas", checkpoint_every=1), tmp_path / "run", quiet=True, on_step=poison)
+    message = str(err.value)
+    assert "milenas" in message and "epoch 2/2, step 2/2" in message and "non-finite" in message
+    assert err.value.exit_code == 1
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 1)
+    assert all(torch.isfinite(t).all() for t in ckpt["method"]["networks"]["w"].values() if t.is_floating_point())
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
+    code = main(tiny_args("darts1", tmp_path / "run", "lr=1e30", "grad_clip=1e30", "epochs=1"))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith("rarts: error: non-finite") and "darts1" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--method", "sgd"], "unknown method 'sgd'"),
+        (["lam=-1"], "lam"),
+        (["beta=-0.5"], "beta"),
+        (["lr=0"], "lr"),
+        (["y_lr=-1"], "y_lr"),
+        (["batch_size=100"], "batch_size=100 is larger than the training half (16 images)"),
+        (["colour=red"], "unknown setting 'colour'"),
+    ],
+)
+def test_invalid_settings_exit_2_before_any_work(tmp_path, capsys, extra, needle):
+    out = tmp_path / "run"
+    args = tiny_args("rarts", out)
+    if extra[0] == "--method":
+        args[args.index("--method") + 1] = extra[1]
+    else:
+        args += extra
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (out / CHECKPOINT_NAME).exists()
+
+
+def test_run_folder_rules(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), "--preset", "quick"]) == 2
+    assert "--method is required" in capsys.readouterr().err
+    assert main(tiny_args("random", out, "--resume")) == 2
+    assert "holds no checkpoint.pt" in capsys.readouterr().err
+    assert main(tiny_args("random", out, "epochs=1")) == 0
+    capsys.readouterr()
+    assert main(tiny_args("random", out, "epochs=1")) == 2
+    assert "already holds a search run" in capsys.readouterr().err
+    assert main(["search", "--resume", "--out", str(out), "epochs=3"]) == 2
+    assert "epochs=3 differs from the run's 1" in capsys.readouterr().err
+    assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 0
+    assert "random" in capsys.readouterr().out
+
+
+def test_resume_with_another_method_is_refused(tmp_path):
+    run_search(tiny("random", epochs=1), tmp_path / "run", quiet=True)
+    with pytest.raises(UsageError, match="method"):
+        run_search(tiny("darts1", epochs=1), tmp_path / "run", resume=True, quiet=True)
+
+
+# ---- pieces ----------------------------------------------------------------------------------------------------------
+
+
+def test_presets_load_and_validate():
+    quick = make_config("quick", {}, {"method": "rarts"})
+    paper = make_config("paper", {}, {"method": "darts2"})
+    assert quick.dataset == "cifar10-mini"
+    assert (paper.epochs, paper.batch_size, paper.channels, paper.layers) == (50, 64, 16, 8)
+    assert (paper.lr, paper.lr_min, paper.momentum, paper.weight_decay, paper.grad_clip) == (
+        0.025,
+        0.001,
+        0.9,
+        3e-4,
+        5.0,
+    )
+    assert (paper.arch_lr, paper.arch_betas, paper.arch_weight_decay, paper.train_portion) == (
+        3e-4,
+        (0.5, 0.999),
+        1e-3,
+        0.5,
+    )
+
+
+def test_resize_images_averages_areas():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.int64).reshape(2, 3, 4, 4).to(torch.uint8)
+    small = resize_images(images, 2)
+    assert small.shape == (2, 3, 2, 2) and small.dtype == torch.uint8
+    want = images.float().reshape(2, 3, 2, 2, 2, 2).mean((3, 5)).round().to(torch.uint8)
+    assert torch.equal(small, want)
+    assert resize_images(images, 4) is images
+
+
+def test_alpha_heatmap_and_edge_labels(tmp_path):
+    labels = edge_labels()
+    assert len(labels) == 14 and labels[:3] == ["c_{k-2} -> 0", "c_{k-1} -> 0", "c_{k-2} -> 1"]
+    assert labels[-1] == "2 -> 3"
+    path = plot_alpha_heatmap(torch.randn(14, 8), torch.randn(14, 8), tmp_path / "alpha.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peak_memory_on_cpu_is_the_process_rss():
+    value, kind = peak_memory_bytes(torch.device("cpu"))
+    assert value > 10 * 2**20 and "RSS" in kind
+
+
+# ---- slow: the quick preset end to end, and a real kill --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path):
+    out = tmp_path / "quick"
+    assert main(["search", "--method", "rarts", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_val_acc"] > 0.25  # chance is 0.10
+    assert summary["search_seconds"] < 15 * 60
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_to_the_same_result(tmp_path):
+    args = [f"{k}={v}" for k, v in {**TINY, "epochs": "3", "checkpoint_every": "2"}.items()]
+    base = [sys.executable, "-m", "rarts", "search", "--method", "rarts", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(base + ["--out", str(tmp_path / "whole")] + args, check=True, env=env)
+    proc = subprocess.Popen(base + ["--out", str(tmp_path / "killed")] + args, env=env)
+    ckpt = tmp_path / "killed" / CHECKPOINT_NAME
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    resume = [sys.executable, "-m", "rarts", "search", "--resume", "--out", str(tmp_path / "killed"), "--quiet"]
+    subprocess.run(resume, check=True, env=env)
+    assert comparable(tmp_path / "killed") == comparable(tmp_path / "whole")
