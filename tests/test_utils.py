@@ -1,0 +1,83 @@
+"""The shared helpers: atomic files, typed configs, the CLI's error contract."""
+
+import dataclasses
+import os
+from typing import Optional
+
+import pytest
+import torch
+
+from rarts.cli import main
+from rarts.config import build_config, parse_overrides
+from rarts.errors import UsageError
+from rarts.utils import atomic_torch_save, atomic_write_text, read_json, write_json
+
+
+def test_atomic_write_leaves_no_temporary_and_ordinary_permissions(tmp_path):
+    path = tmp_path / "sub" / "a.json"
+    write_json(path, {"x": 1})
+    assert read_json(path) == {"x": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"step": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({"step": 2, "bad": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        read_json(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    atomic_write_text(bad, "{oops")
+    with pytest.raises(UsageError, match="bad.json"):
+        read_json(bad)
+
+
+@dataclasses.dataclass
+class _Cfg:
+    epochs: int = 3
+    lr: float = 0.1
+    name: str = "x"
+    flag: bool = False
+    betas: tuple[float, ...] = (0.5, 0.999)
+    xi: Optional[float] = None
+
+    def validate(self):
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+
+
+def test_build_config_layers_types_and_validation():
+    cfg = build_config(_Cfg, {"epochs": 5, "lr": 0.2}, parse_overrides(["lr=0.05", "flag=true", "betas=0.9,0.99"]))
+    assert (cfg.epochs, cfg.lr, cfg.flag, cfg.betas) == (5, 0.05, True, (0.9, 0.99))
+    assert build_config(_Cfg, {"xi": "none"}).xi is None
+    assert build_config(_Cfg, {"epochs": None}).epochs == 3  # an unset flag keeps the default
+    with pytest.raises(UsageError, match="unknown setting 'epoch'"):
+        build_config(_Cfg, {"epoch": 1})
+    with pytest.raises(UsageError, match="epochs: expected an integer"):
+        build_config(_Cfg, {"epochs": "2.5"})
+    with pytest.raises(UsageError, match="lr must be positive"):
+        build_config(_Cfg, {"lr": -1})
+    with pytest.raises(UsageError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_cli_errors_are_one_line_with_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["no-such-command"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice" in err
