@@ -72,6 +72,7 @@ class MethodSettings:
     y_init: str = "copy"  # RARTS: "copy" of w, "independent" initialisation, or "tied" (y is w: MiLeNAS)
     xi: Optional[float] = None  # DARTS 2nd order virtual step; None uses the current weight learning rate
     random_resample: str = "once"  # random: draw alpha "once" or every "epoch"
+    sweep: str = "gauss-seidel"  # RARTS: eq. (4) line by line, or "jacobi" (every gradient at the current point)
 
     def validate(self) -> None:
         for name in ("lr", "arch_lr"):
@@ -96,6 +97,8 @@ class MethodSettings:
             raise UsageError(f"setting y_init: copy, independent or tied, got {self.y_init!r}")
         if self.random_resample not in ("once", "epoch"):
             raise UsageError(f"setting random_resample: once or epoch, got {self.random_resample!r}")
+        if self.sweep not in ("gauss-seidel", "jacobi"):
+            raise UsageError(f"setting sweep: gauss-seidel or jacobi, got {self.sweep!r}")
 
 
 class WeightSGD(torch.optim.Optimizer):
@@ -122,17 +125,23 @@ class WeightSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        # The same arithmetic as _direction, on all tensors of a group at once (one kernel launch per operation).
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    b = self._direction(group, p, p.grad)
-                    self.state[p]["momentum_buffer"] = b
-                    p.add_(b, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            directions = torch._foreach_add([p.grad for p in params], params, alpha=group["weight_decay"])
+            with_buffer = [(d, self.state[p]["momentum_buffer"]) for d, p in zip(directions, params) if self.state[p]]
+            if with_buffer:
+                torch._foreach_add_([d for d, _ in with_buffer], [b for _, b in with_buffer], alpha=group["momentum"])
+            for p, b in zip(params, directions):
+                self.state[p]["momentum_buffer"] = b
+            torch._foreach_add_(params, directions, alpha=-group["lr"])
 
 
 def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all tensors together, as one vector (a 0-d tensor)."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -142,8 +151,7 @@ def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Te
     """
     norm = global_norm(grads)
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale)
+    torch._foreach_mul_(grads, scale)
     return norm
 
 
@@ -188,6 +196,7 @@ class SearchMethod:
 
     name: str = ""
     sweep: tuple[str, ...] = ("alpha", "w")  # the blocks `step` updates, in order
+    sweeps: tuple[str, ...] = ("gauss-seidel",)  # the values of the `sweep` setting the method accepts
     # Every weight and alpha gradient passes through grad_sync before it is used: the identity on one process;
     # a data-parallel run sets it to an all-reduce that averages the gradients over the processes.
     grad_sync: Callable[[list[torch.Tensor]], list[torch.Tensor]] = staticmethod(list)
@@ -204,6 +213,10 @@ class SearchMethod:
         self.settings.validate()
         if arch_penalty_weight < 0:
             raise UsageError(f"setting arch_penalty_weight: must not be negative, got {arch_penalty_weight}")
+        if self.settings.sweep not in self.sweeps:
+            raise UsageError(
+                f"setting sweep: method {self.name} takes {' or '.join(self.sweeps)}, not {self.settings.sweep}"
+            )
         if arch_penalty is not None and arch_penalty_weight > 0 and "alpha" not in self.sweep:
             raise UsageError(f"method {self.name}: it takes no alpha step, so an architecture penalty cannot act")
         s = self.settings

@@ -53,6 +53,7 @@ class SearchConfig:
     y_init: str = "copy"
     xi: Optional[float] = None
     random_resample: str = "once"
+    sweep: str = "gauss-seidel"  # rarts: gauss-seidel (eq. 4, the paper) or jacobi (every gradient at one point)
     # the run
     seed: int = 0
     device: str = "auto"
@@ -107,6 +108,7 @@ class SearchConfig:
             y_init=self.y_init,
             xi=self.xi,
             random_resample=self.random_resample,
+            sweep=self.sweep,
         )
 
 

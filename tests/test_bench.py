@@ -1,0 +1,155 @@
+"""rarts.bench and `rarts bench`: the FLOP formula follows the passes each method makes, the report's fields,
+the performance changes of the search network keep its arithmetic. Tiny networks (4 channels, 2-3 cells, 8x8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rarts.bench import PASSES, SEARCH_METHODS, BenchSpec, measure, measure_isolated, ratios, step_flops, summarise
+from rarts.cli import main
+from rarts.search import METHODS, MethodSettings
+from rarts.supernet import Architecture, MixedOp, SearchNetwork
+
+
+def tiny_batches(n=2):
+    g = torch.Generator().manual_seed(0)
+    make = lambda: (torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
+    return make(), make()
+
+
+@pytest.mark.parametrize("spec", SEARCH_METHODS)
+def test_passes_are_the_passes_a_step_makes(spec, monkeypatch):
+    """Every forward pass of a step is followed by one gradient call: to weights (and perhaps alpha), a weight
+    pass, or to alpha alone, an alpha pass. PASSES, from which the FLOPs follow, must count them exactly."""
+    name, _, sweep = spec.partition("-")
+    torch.manual_seed(0)
+    net, arch = SearchNetwork(4, 10, 3), Architecture()
+    method = METHODS[name](net, arch, MethodSettings(sweep=sweep) if sweep else MethodSettings())
+    method.start_epoch(0)
+    forwards = []
+    calls = {"weight": 0, "alpha": 0}
+    alpha_ids = {id(a) for a in arch.alphas()}
+    real_grad = torch.autograd.grad
+
+    def counting_grad(outputs, inputs, *args, **kwargs):
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        calls["alpha" if all(id(t) in alpha_ids for t in inputs) else "weight"] += 1
+        return real_grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    for network in method.networks().values():
+        network.register_forward_pre_hook(lambda *_: forwards.append(1))
+    method.step(*tiny_batches())
+    assert (calls["weight"], calls["alpha"]) == PASSES[spec]
+    assert len(forwards) == sum(PASSES[spec])
+
+
+def test_step_flops_formula():
+    F_ = 2.0 * 1000 * 8  # one forward at 1000 mult-adds per image, batch 8
+    assert step_flops("darts1", 1000, 8) == 5 * F_
+    assert step_flops("darts2", 1000, 8) == 13 * F_
+    assert step_flops("milenas", 1000, 8) == 7 * F_
+    assert step_flops("rarts", 1000, 8) == 10 * F_
+    assert step_flops("rarts-jacobi", 1000, 8) == 6 * F_
+    assert step_flops("train", 1000, 8) == 3 * F_
+
+
+def test_paper_search_network_forward_is_0_30_gmac():
+    """16 channels, 8 cells, 32 x 32: 0.30 GMAC per image, so one forward and backward at batch 32 is 57.6 GFLOP."""
+    from rarts.flops import count_mult_adds
+
+    net, arch = SearchNetwork(16, 10, 8), Architecture()
+    mac = count_mult_adds(net, (3, 32, 32), arch.weights())
+    assert 0.295e9 < mac < 0.305e9
+    assert step_flops("random", mac, 32) / 1e9 == pytest.approx(57.6, rel=0.02)
+
+
+def test_shared_relu_mixed_op_keeps_the_arithmetic():
+    """MixedOp computes the ReLU of its four convolution ops once: the output and every gradient equal the plain
+    sum of weights[k] * op_k(x) (float64), and the parameter names are those of the ops themselves."""
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        mixed = MixedOp(4, stride).double()
+        x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+        weights = torch.softmax(torch.randn(8, dtype=torch.float64), 0).requires_grad_()
+        plain = sum(weights[k] * op(x) for k, op in zip(mixed.op_index, mixed.ops))
+        target = torch.randn_like(plain)
+        grads_plain = torch.autograd.grad((plain * target).sum(), [x, weights, *mixed.parameters()])
+        fused = mixed(x, weights)
+        grads_fused = torch.autograd.grad((fused * target).sum(), [x, weights, *mixed.parameters()])
+        torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads_fused, grads_plain):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    names = [n for n, _ in MixedOp(4, 1).named_parameters()]
+    assert names[0].startswith("ops.") and len(names) == sum(1 for _ in MixedOp(4, 1).parameters())
+
+
+def test_measure_and_summary_fields():
+    spec = BenchSpec(method="darts1", batch=2, channels=4, cells=2, image_size=8, steps=2, warmup=0, threads=1)
+    m = measure(spec)
+    assert len(m.seconds) == 2 and all(t > 0 for t in m.seconds)
+    row = summarise(m, peak_gflops=100.0)
+    assert row["seconds_per_step"]["min"] <= row["seconds_per_step"]["median"] <= row["seconds_per_step"]["max"]
+    assert row["gflops_per_step"] == pytest.approx(step_flops("darts1", m.forward_mult_adds, 2) / 1e9)
+    assert row["achieved_fraction_of_matmul_peak"] == pytest.approx(
+        row["gflops_per_step"] / row["seconds_per_step"]["median"] / 100.0
+    )
+
+
+def test_training_step_of_a_final_network():
+    spec = BenchSpec(method="train", batch=2, channels=4, cells=3, image_size=8, steps=1, warmup=0, threads=1)
+    m = measure(spec)
+    assert len(m.seconds) == 1 and m.forward_mult_adds > 0 and m.parameters > 0
+
+
+def test_ratios_against_darts1_and_darts2():
+    rows = [
+        {"method": name, "batch": 32, "seconds_per_step": {"median": t}}
+        for name, t in (("darts1", 2.0), ("darts2", 5.0), ("rarts", 3.0), ("train", 1.0))
+    ]
+    out = {r["method"]: r for r in ratios(rows)}
+    assert "train" not in out
+    assert out["rarts"]["vs_darts1"] == 1.5 and out["rarts"]["vs_darts2"] == 0.6
+    assert out["darts1"]["vs_darts1"] == 1.0
+
+
+def test_cli_search_json(capsys):
+    code = main(
+        "bench search --methods darts1,rarts-jacobi --channels 4 --cells 2 --image-size 8 --batch 2 --steps 1 "
+        "--warmup 0 --threads 1 --no-isolate --json".split()
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["matmul_peak_gflops"] > 0
+    assert [r["method"] for r in result["results"]] == ["darts1", "rarts-jacobi"]
+    for r in result["results"]:
+        assert set(r["seconds_per_step"]) >= {"median", "min", "max"}
+        assert r["gflops_per_step"] > 0 and r["achieved_fraction_of_matmul_peak"] > 0
+        assert "peak_memory_bytes" in r
+    assert result["ratios"][0]["vs_darts1"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "bench search --methods darts3",
+        "bench search --batch 0",
+        "bench search --batch x",
+        "bench search --steps 0 --methods darts1",
+        "bench train --cells 2",
+    ],
+)
+def test_cli_usage_errors(argv, capsys):
+    assert main(argv.split()) == 2
+    assert capsys.readouterr().err.startswith("rarts: error: --")
+
+
+@pytest.mark.slow
+def test_isolated_measurement_reports_its_own_peak_memory():
+    spec = BenchSpec(method="random", batch=2, channels=4, cells=2, image_size=8, steps=1, warmup=0, threads=1)
+    m = measure_isolated(spec)
+    assert len(m.seconds) == 1
+    assert m.peak_memory_bytes >= m.baseline_memory_bytes > 10**7  # torch alone takes more than 10 MB
