@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from rarts.cli import main
 from rarts.errors import UsageError
 from rarts.flops import count_mult_adds
-from rarts.genotype import KNOWN_GENOTYPES, derive_genotype
+from rarts.genotype import KNOWN_GENOTYPES, derive_genotype, load_genotype
 from rarts.latency import (
     EDGE_INPUTS,
     LatencyPenalty,
@@ -266,3 +266,62 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().err
     assert main(["latency", "network", "--genotype", "DARTS_V2", "--dtype", "float16", "--device", "cpu"]) == 2
     assert "float16 is for CUDA" in capsys.readouterr().err
+
+
+# --- the search wiring: rarts search --latency-table T --latency-weight W --------------------------------------------
+
+TINY_SEARCH = [
+    "dataset=cifar10-mini",
+    "subset=32",
+    "image_size=8",
+    "channels=4",
+    "layers=2",
+    "batch_size=8",
+    "epochs=1",
+    "arch_lr=0.05",
+    "progress=false",
+    "tensorboard=false",
+    "plots=false",
+]
+
+
+def run_tiny_search(tmp_path, name: str, table: LatencyTable, *extra: str) -> list[dict]:
+    table.save(tmp_path / "t.json")
+    args = ["search", "--method", "rarts", "--device", "cpu", "--quiet", "--out", str(tmp_path / name)]
+    assert main(args + ["--latency-table", str(tmp_path / "t.json"), *extra, *TINY_SEARCH]) == 0
+    return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_search_logs_the_latency_and_penalises_alpha(tmp_path):
+    plan = search_plan(4, 2, 8)
+    table = cost_table(plan)
+    penalty = LatencyPenalty(table, plan)
+    (row,) = run_tiny_search(tmp_path, "w1", table, "--latency-weight", "20")
+    genotype = load_genotype(row["genotype"])
+    assert row["latency_genotype_ms"] == pytest.approx(penalty.genotype_latency(genotype))
+    assert row["latency_expected_ms"] > penalty.fixed_ms
+    assert row["arch_penalty"] > 0  # the method's alpha step took W x expected latency
+    summary = json.loads((tmp_path / "w1" / "summary.json").read_text())
+    assert summary["final_latency_genotype_ms"] == row["latency_genotype_ms"]
+
+
+@pytest.mark.slow
+def test_search_weight_lowers_the_latency_through_the_command(tmp_path):
+    table = cost_table(search_plan(4, 2, 8))
+    (w0,) = run_tiny_search(tmp_path, "w0", table)
+    (w1,) = run_tiny_search(tmp_path, "w1", table, "--latency-weight", "20")
+    assert "arch_penalty" not in w0
+    assert w1["latency_expected_ms"] < w0["latency_expected_ms"]
+    assert w1["latency_genotype_ms"] < w0["latency_genotype_ms"]
+
+
+def test_search_refuses_a_table_that_misses_its_network(tmp_path, capsys):
+    table = str(tmp_path / "t.json")
+    cost_table(search_plan(4, 3, 8)).save(table)  # 3 cells; the run has 2
+    args = ["search", "--method", "darts1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(args + ["--latency-table", table, "--latency-weight", "1", *TINY_SEARCH]) == 2
+    assert "has no entry" in capsys.readouterr().err
+    assert main(args + ["--latency-weight", "1", *TINY_SEARCH]) == 2
+    assert "latency_weight needs latency_table" in capsys.readouterr().err
+    assert main(args + ["--latency-table", table, "--latency-weight", "-1", *TINY_SEARCH]) == 2
+    assert "latency_weight: must not be negative" in capsys.readouterr().err

@@ -25,6 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed: data split, initial weights, data order (default: 0)")
     p.add_argument("--epochs", type=int, help="search epochs (default: the preset's)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument(
+        "--latency-table",
+        dest="latency_table",
+        help="latency table of the search network (rarts latency measure): its expected latency is logged each epoch",
+    )
+    p.add_argument(
+        "--latency-weight",
+        dest="latency_weight",
+        type=float,
+        help="W: W x expected latency in ms joins every method's alpha objective (default: 0, logging only)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lam=1 beta=0.1 batch_size=32")
@@ -45,6 +56,8 @@ def search_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "epochs": args.epochs,
         "device": args.device,
+        "latency_table": args.latency_table,
+        "latency_weight": args.latency_weight,
     }
     if args.resume:
         if not args.out:

@@ -64,6 +64,9 @@ class SearchConfig:
     progress: bool = True  # tqdm progress bar on a terminal
     tensorboard: bool = True  # TensorBoard scalars, when tensorboard is installed
     plots: bool = True  # at the end: the alpha heatmap and the cell diagrams
+    # latency-aware search (rarts.latency): latency_weight x the expected latency in ms joins every alpha objective
+    latency_table: Optional[str] = None  # a table from `rarts latency measure` covering the search network
+    latency_weight: float = 0.0
 
     def validate(self) -> None:
         from rarts.data import DATASETS
@@ -86,6 +89,10 @@ class SearchConfig:
             raise UsageError(f"setting image_size: must be at least 4, got {self.image_size}")
         if not 0.0 < self.train_portion < 1.0:
             raise UsageError(f"setting train_portion: must lie strictly between 0 and 1, got {self.train_portion}")
+        if self.latency_weight < 0:
+            raise UsageError(f"setting latency_weight: must not be negative, got {self.latency_weight}")
+        if self.latency_weight > 0 and not self.latency_table:
+            raise UsageError("setting latency_weight needs latency_table, a table from `rarts latency measure`")
         self.method_settings().validate()
 
     def method_settings(self):

@@ -316,9 +316,12 @@ def run_search(
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     arch = Architecture().to(device)
+    latency = _latency_penalty(cfg, net, data.image_size)
+    if latency is not None and arch_penalty is None:
+        arch_penalty, arch_penalty_weight = latency, cfg.latency_weight
     method = METHODS[cfg.method](net, arch, cfg.method_settings(), arch_penalty, arch_penalty_weight)
 
-    state = _LoopState(cfg, method, data, device, ckpt_path)
+    state = _LoopState(cfg, method, data, device, ckpt_path, latency)
     if ckpt is not None:
         state.restore(ckpt)
         say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
@@ -341,11 +344,23 @@ def run_search(
     return _finish(cfg, run_dir, method, state, device, say)
 
 
+def _latency_penalty(cfg: SearchConfig, net: SearchNetwork, image_size: int):
+    """The expected-latency penalty of cfg.latency_table for `net`, or None; a table not covering it is refused."""
+    if not cfg.latency_table:
+        return None
+    from rarts.latency import LatencyPenalty, LatencyTable
+
+    return LatencyPenalty(LatencyTable.load(cfg.latency_table), net, image_size)
+
+
 class _LoopState:
     """Where the loop stands (epoch, step, time, memory), and the epoch and checkpoint routines that use it."""
 
-    def __init__(self, cfg: SearchConfig, method: SearchMethod, data: SearchData, device, ckpt_path: Path):
+    def __init__(
+        self, cfg: SearchConfig, method: SearchMethod, data: SearchData, device, ckpt_path: Path, latency=None
+    ):
         self.cfg, self.method, self.data, self.device = cfg, method, data, device
+        self.latency = latency  # a rarts.latency.LatencyPenalty, logged every epoch, or None
         self.ckpt_path = ckpt_path
         self.steps_per_epoch = len(data.train)
         self.epoch = self.step = self.global_step = 0
@@ -459,6 +474,9 @@ class _LoopState:
             row[f"{prefix}val_loss"], row[f"{prefix}val_acc"] = evaluate(net, self.data.val_eval, mixing)
         genotype = derive_genotype(method.arch.alpha_normal, method.arch.alpha_reduce)
         row["genotype"] = genotype.to_darts_string()
+        if self.latency is not None:  # the expectation runs over all 14 edges, the genotype has 8 ops per cell
+            row["latency_expected_ms"] = self.latency.expected_latency_ms(method.arch)
+            row["latency_genotype_ms"] = self.latency.genotype_latency(genotype)
         method.end_epoch()
         row["seconds"], row["cpu_seconds"] = meter.elapsed()
         self.search_seconds += row["seconds"]
@@ -481,6 +499,8 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "y_val_acc"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
+    if "latency_genotype_ms" in row:
+        parts.append(f"genotype latency {row['latency_genotype_ms']:.3f} ms")
     parts.append(f"{row['seconds']:.1f} s")
     return "  ".join(parts)
 
@@ -553,7 +573,7 @@ def _finish(cfg: SearchConfig, run_dir: Path, method: SearchMethod, state: _Loop
         "final_val_loss": row.get("val_loss"),
         "final_val_acc": row.get("val_acc"),
     }
-    for key in ("y_val_loss", "y_val_acc"):
+    for key in ("y_val_loss", "y_val_acc", "latency_expected_ms", "latency_genotype_ms"):
         if key in row:
             summary[f"final_{key}"] = row[key]
     summary["plots"] = plots
