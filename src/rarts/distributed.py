@@ -14,7 +14,9 @@ The choices, the same for search and training:
 - Batch norm normalises with each process's own batch statistics, as DARTS does on one GPU with its batch:
   a step on N processes equals one process that computes the loss of each of the N shards separately (batch
   statistics per shard) and averages them. No SyncBatchNorm (it has no CPU implementation, and the search's
-  gradients are taken with torch.autograd.grad, see below).
+  gradients are taken with torch.autograd.grad, see below). Running statistics: training evaluates with rank
+  0's (DDP broadcasts buffers at every forward); the search averages them over the processes before every
+  evaluation and checkpoint (`average_buffers`).
 - Every process seeds the same generators, so the replicas start identical; rank 0's weights and alpha are
   then broadcast anyway, which keeps them identical whatever the initialisation does on a device.
 - Only rank 0 writes files (run folder, checkpoints, logs) and prints progress; every rank reads the

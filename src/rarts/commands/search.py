@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def search_command(args: argparse.Namespace) -> int:
     from rarts.config import parse_overrides
+    from rarts.distributed import world_from_env
     from rarts.errors import UsageError
     from rarts.search.config import make_config
     from rarts.search.loop import resume_config, run_search
@@ -73,6 +74,8 @@ def search_command(args: argparse.Namespace) -> int:
         cfg = make_config(args.preset, overrides, flags)
     out = args.out or f"runs/search/{cfg.method}-seed{cfg.seed}"
     summary = run_search(cfg, out, resume=args.resume, quiet=args.quiet)
+    if not world_from_env().is_main:  # under torchrun, rank 0 alone reports (the others return no summary)
+        return 0
     acc = summary.get("final_val_acc")
     acc_text = f"supernet val acc {100 * acc:.1f}%, " if acc is not None else ""
     print(

@@ -16,6 +16,10 @@ y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
 Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
 checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
 a non-finite value stops the run (RunFailed) before anything is saved, so the last checkpoint stays good.
+
+Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
+batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
+evaluation are summed over them, and rank 0 alone writes the run folder and shows progress.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rarts.distributed import (
+    World,
+    all_reduce_sum,
+    any_process,
+    average_buffers,
+    barrier,
+    distribute_search,
+    process_group,
+)
 from rarts.errors import RunFailed, UsageError
 from rarts.genotype import derive_genotype
 from rarts.ops import PRIMITIVES
@@ -44,7 +57,6 @@ from rarts.utils import (
     atomic_write_text,
     device_name,
     environment_info,
-    pick_device,
     read_json,
     seed_everything,
     write_json,
@@ -85,8 +97,9 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 5000) -> torch.T
     return out
 
 
-def prepare_data(cfg: SearchConfig, device: torch.device) -> SearchData:
-    """Load the training set, split it into the two seeded halves and build the loaders (checks batch size)."""
+def prepare_data(cfg: SearchConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> SearchData:
+    """Load the training set, split it into the two seeded halves and build the loaders (checks batch size).
+    rank, world_size: the loaders yield this process's shard of every global batch (batch_size per process)."""
     from rarts.data import DATASETS, DeviceLoader, load_dataset, search_split
 
     if cfg.dataset == "imagenet":
@@ -97,13 +110,15 @@ def prepare_data(cfg: SearchConfig, device: torch.device) -> SearchData:
     size = cfg.image_size or data.image_size
     train_idx, val_idx = search_split(data.labels, cfg.train_portion, seed=cfg.seed, subset=cfg.subset)
     for name, idx in (("training", train_idx), ("validation", val_idx)):
-        if cfg.batch_size > idx.numel():
+        if cfg.batch_size * world_size > idx.numel():
+            processes = f" x {world_size} processes" if world_size > 1 else ""
             raise UsageError(
-                f"setting batch_size={cfg.batch_size} is larger than the {name} half ({idx.numel()} images)"
+                f"setting batch_size={cfg.batch_size}{processes} is larger than the {name} half ({idx.numel()} images)"
             )
     images = resize_images(data.images, size)
     pad = max(1, round(4 * size / 32))  # DARTS pads 32x32 images by 4 before the random crop
     common = {"mean": data.mean, "std": data.std, "channels_last": cfg.channels_last, "crop_padding": pad}
+    common.update(rank=rank, world_size=world_size)
 
     def loader(idx: torch.Tensor, seed: int, train: bool):
         return DeviceLoader(images[idx], data.labels[idx], cfg.batch_size, device, train=train, seed=seed, **common)
@@ -133,6 +148,7 @@ class EpochMeter:
             k: torch.tensor(v, device=device) for k, v in state.get("sums", {}).items()
         }
         self.count = int(state.get("count", 0))
+        self.device = device if device is not None else torch.device("cpu")
         # Wall and process CPU time of the epoch so far (CPU time: all threads; on a shared machine it is the
         # steadier figure). Counting starts at construction, continuing from the saved part of the epoch.
         self._wall0 = time.perf_counter() - float(state.get("seconds", 0.0))
@@ -156,6 +172,9 @@ class EpochMeter:
         keys = sorted(self._pending[0][1])
         values = torch.stack([torch.stack([m[k].detach().float() for k in keys]) for _, m in self._pending])
         finite = torch.isfinite(values)
+        # Every process stops when one of them sees a non-finite value (one stopping alone would hang the rest).
+        if any_process(not bool(finite.all()), values.device) and bool(finite.all()):
+            raise RunFailed(f"non-finite metric on another process at {where(self._pending[0][0])}")
         if not bool(finite.all()):
             row, col = (~finite).nonzero()[0].tolist()
             step = self._pending[row][0]
@@ -165,10 +184,23 @@ class EpochMeter:
     def means(self) -> dict[str, float]:
         return {k: (v / max(self.count, 1)).item() for k, v in self.sums.items()}
 
+    def totals(self) -> tuple[dict[str, float], int]:
+        """(sums, count) over all processes of a distributed run (one all-reduce; every process must call it)."""
+        keys = sorted(self.sums)
+        local = torch.stack([self.sums[k].double() for k in keys] + [torch.tensor(float(self.count)).double()])
+        total = all_reduce_sum(local.to(self.device)).tolist()
+        return dict(zip(keys, total[:-1])), int(total[-1])
+
+    def global_means(self) -> dict[str, float]:
+        """The epoch's means over all processes (every process must call it)."""
+        sums, count = self.totals()
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
     def state_dict(self) -> dict:
+        """Sums and count over all processes (every process must call it), so rank 0's checkpoint holds them all."""
         seconds, cpu_seconds = self.elapsed()
-        sums = {k: v.item() for k, v in self.sums.items()}
-        return {"sums": sums, "count": self.count, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        sums, count = self.totals()
+        return {"sums": sums, "count": count, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 @torch.no_grad()
@@ -186,7 +218,11 @@ def evaluate(net: torch.nn.Module, loader, mixing) -> tuple[float, float]:
         correct = hits if correct is None else correct + hits
         n += target.numel()
     net.train(was_training)
-    return (loss_sum / n).item(), (correct.float() / n).item()
+    # Each process evaluated its shard of the loader: add up over the processes.
+    loss_sum, correct, n = all_reduce_sum(
+        torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(n).double()])
+    ).tolist()
+    return loss_sum / n, correct / n
 
 
 def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
@@ -290,11 +326,17 @@ def run_search(
 
     arch_penalty: a function of the Architecture added, times arch_penalty_weight, to every alpha objective.
     on_step: called as on_step(epoch, steps_done_in_epoch) after every step and its checkpoint, if any.
+    Under torchrun (WORLD_SIZE > 1) it joins the process group for the run (rarts.distributed.process_group).
     """
     cfg.validate()
-    run_dir = Path(run_dir)
+    with process_group(cfg.device) as (world, device):
+        return _run_search(cfg, Path(run_dir), world, device, resume, quiet, arch_penalty, arch_penalty_weight, on_step)
+
+
+def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, arch_penalty_weight, on_step):
     ckpt_path = run_dir / CHECKPOINT_NAME
     ckpt = None
+    quiet = quiet or not world.is_main
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     if resume:
         if not ckpt_path.is_file():
@@ -307,11 +349,10 @@ def run_search(
     elif ckpt_path.exists() or (run_dir / SUMMARY_NAME).exists():
         raise UsageError(f"{run_dir} already holds a search run: pass --resume to continue it, or another --out")
 
-    device = pick_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    data = prepare_data(cfg, device)
+    seed_everything(cfg.seed)  # the same seed on every process: the replicas start identical
+    data = prepare_data(cfg, device, world.rank, world.world_size)
     net = SearchNetwork(cfg.channels, data.num_classes, cfg.layers).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -320,27 +361,32 @@ def run_search(
     if latency is not None and arch_penalty is None:
         arch_penalty, arch_penalty_weight = latency, cfg.latency_weight
     method = METHODS[cfg.method](net, arch, cfg.method_settings(), arch_penalty, arch_penalty_weight)
+    distribute_search(method)
 
     state = _LoopState(cfg, method, data, device, ckpt_path, latency)
+    state.world = world
     if ckpt is not None:
         state.restore(ckpt)
         say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", asdict(cfg))
-    env = environment_info(device)
-    env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
-    write_json(run_dir / "environment.json", env)
-
     from rarts.metrics_log import MetricsLogger
 
-    logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
     alphas_path = run_dir / "alphas.jsonl"
-    _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
+    logger = None
+    if world.is_main:  # rank 0 alone writes the run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", asdict(cfg))
+        env = environment_info(device)
+        env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
+        env["world_size"] = world.world_size
+        write_json(run_dir / "environment.json", env)
+        logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
+        _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
     try:
         state.run(logger, alphas_path, say, on_step, quiet)
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     return _finish(cfg, run_dir, method, state, device, say)
 
 
@@ -360,6 +406,7 @@ class _LoopState:
         self, cfg: SearchConfig, method: SearchMethod, data: SearchData, device, ckpt_path: Path, latency=None
     ):
         self.cfg, self.method, self.data, self.device = cfg, method, data, device
+        self.world = World()  # this process's place in a distributed run (run_search sets it)
         self.latency = latency  # a rarts.latency.LatencyPenalty, logged every epoch, or None
         self.ckpt_path = ckpt_path
         self.steps_per_epoch = len(data.train)
@@ -379,7 +426,9 @@ class _LoopState:
         self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
         self.search_seconds, self.search_cpu_seconds = ckpt["search_seconds"], ckpt["search_cpu_seconds"]
         self.peak, self.last_row = ckpt["peak_memory_bytes"], ckpt["last_row"]
-        self.meter_state = ckpt["meter"]
+        self.meter_state = ckpt["meter"]  # sums over all processes: rank 0 carries them, the others start at 0
+        if not self.world.is_main:
+            self.meter_state = {**self.meter_state, "sums": dict.fromkeys(self.meter_state["sums"], 0.0), "count": 0}
         self.saved_at = (self.epoch, self.step)
 
     def where(self, step: int) -> str:
@@ -390,7 +439,14 @@ class _LoopState:
         return f"{place}; the last good checkpoint {self.ckpt_path} (epoch {e + 1}, step {s}) is intact"
 
     def save(self, meter: EpochMeter) -> None:
+        """Write the checkpoint (rank 0; every process must call it: the meter's sums are added up over them)."""
+        average_buffers(*self.method.networks().values())  # the same batch-norm statistics in every process
         self.peak = max(self.peak, peak_memory_bytes(self.device)[0])
+        meter_state = meter.state_dict()
+        if not self.world.is_main:
+            barrier()  # until rank 0 has written it: from here on every process reads the new checkpoint
+            self.saved_at = (self.epoch, self.step)
+            return
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -402,7 +458,7 @@ class _LoopState:
                 "global_step": self.global_step,
                 "loaders": {"train": self.data.train.state_dict(), "val": self.data.val.state_dict()},
                 "rng": rng_state(self.device),
-                "meter": meter.state_dict(),
+                "meter": meter_state,
                 "search_seconds": self.search_seconds,
                 "search_cpu_seconds": self.search_cpu_seconds,
                 "peak_memory_bytes": self.peak,
@@ -410,6 +466,7 @@ class _LoopState:
             },
             self.ckpt_path,
         )
+        barrier()
         self.saved_at = (self.epoch, self.step)
 
     def run(self, logger, alphas_path: Path, say, on_step: Optional[StepHook], quiet: bool) -> None:
@@ -420,7 +477,7 @@ class _LoopState:
         bar = tqdm(
             total=total,
             initial=self.global_step,
-            disable=quiet or not cfg.progress or not sys.stderr.isatty(),
+            disable=quiet or not cfg.progress or not sys.stderr.isatty() or not self.world.is_main,
             desc=cfg.method,
             unit="step",
             dynamic_ncols=True,
@@ -451,10 +508,11 @@ class _LoopState:
                         on_step(self.epoch, self.step)
                 meter.check(self.where)
                 row = self.end_epoch(meter)
-                logger.log(row)
-                with open(alphas_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(_alpha_row(self.epoch - 1, method.arch)) + "\n")
-                out(_epoch_line(row, cfg.epochs))
+                if self.world.is_main:
+                    logger.log(row)
+                    with open(alphas_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(_alpha_row(self.epoch - 1, method.arch)) + "\n")
+                    out(_epoch_line(row, cfg.epochs))
         except torch.cuda.OutOfMemoryError as e:
             raise RunFailed(
                 f"out of GPU memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels={cfg.channels}"
@@ -467,8 +525,10 @@ class _LoopState:
     def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
         """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
         method = self.method
-        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **meter.means()}
+        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **meter.global_means()}
         mixing = method.mixing(detach=True)
+        # Each process's batch-norm running statistics saw its shards only: evaluate with their mean.
+        average_buffers(*method.networks().values())
         for key, net in method.networks().items():
             prefix = "" if key == "w" else f"{key}_"
             row[f"{prefix}val_loss"], row[f"{prefix}val_acc"] = evaluate(net, self.data.val_eval, mixing)
@@ -527,7 +587,10 @@ def _draw(cfg: SearchConfig, run_dir: Path, arch: Architecture, genotype) -> tup
 
 
 def _finish(cfg: SearchConfig, run_dir: Path, method: SearchMethod, state: _LoopState, device, say) -> dict[str, Any]:
-    """The end of a search: genotype.json, alpha.json, the plots and summary.json."""
+    """The end of a search: genotype.json, alpha.json, the plots and summary.json. Rank 0 alone writes them and
+    returns the summary; the other processes of a distributed run return an empty dict."""
+    if not state.world.is_main:
+        return {}
     arch = method.arch
     genotype = derive_genotype(arch.alpha_normal, arch.alpha_reduce)
     write_json(run_dir / "genotype.json", genotype.to_dict())
@@ -562,7 +625,8 @@ def _finish(cfg: SearchConfig, run_dir: Path, method: SearchMethod, state: _Loop
         "seconds_per_step": state.search_seconds / max(state.global_step, 1),
         "search_cpu_seconds": state.search_cpu_seconds,
         "threads": torch.get_num_threads(),
-        "search_cost": state.search_seconds / (86400.0 if on_gpu else 3600.0),
+        "search_cost": state.search_seconds * state.world.world_size / (86400.0 if on_gpu else 3600.0),
+        "world_size": state.world.world_size,  # processes (GPUs); search_cost counts all of them
         "search_cost_unit": "GPU-days" if on_gpu else "CPU-hours",
         "device_type": device.type,
         "device_name": device_name(device),
