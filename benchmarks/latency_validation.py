@@ -219,7 +219,7 @@ def main() -> int:
             r = s[key]
             print(
                 f"{args.preset} search ({args.search_epochs} epochs, {args.method}, seed {args.seed}), {key}: "
-                f"derived genotype {r['latency_genotype_ms']} ms by the search table, final network "
+                f"derived genotype {r['latency_genotype_ms']:.2f} ms by the search table, final network "
                 f"{r['final_measured_ms']:.1f} ms measured; {r['genotype']}"
             )
     if args.out:
