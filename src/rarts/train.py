@@ -40,6 +40,7 @@ from rarts.utils import (
     atomic_torch_save,
     device_name,
     environment_info,
+    load_checkpoint_file,
     pick_device,
     seed_everything,
     write_json,
@@ -455,19 +456,7 @@ def network_spec(cfg: TrainConfig, data: Data, kind: str) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint, loaded with weights_only=True; anything else is a one-line UsageError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = " ".join(str(e).split())[:160]
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path} is not a rarts train checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {CHECKPOINT_VERSION}")
-    return ckpt
+    return load_checkpoint_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "train")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device, source: str = "checkpoint") -> nn.Module:

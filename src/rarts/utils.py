@@ -107,6 +107,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_checkpoint_file(path: str | os.PathLike, fmt: str, version: int, kind: str) -> dict[str, Any]:
+    """A rarts checkpoint of format `fmt` and `version`, loaded with weights_only=True; else a one-line UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200]
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise UsageError(f"{path} is not a rarts {kind} checkpoint")
+    if ckpt.get("version") != version:
+        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {version}")
+    return ckpt
+
+
 def git_revision() -> str | None:
     """The git revision of the rarts source tree, when it is a checkout."""
     here = Path(__file__).resolve().parent

@@ -57,6 +57,7 @@ from rarts.utils import (
     atomic_write_text,
     device_name,
     environment_info,
+    load_checkpoint_file,
     read_json,
     seed_everything,
     write_json,
@@ -264,19 +265,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """A search checkpoint, loaded with weights_only=True; anything else is a one-line UsageError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path} is not a rarts search checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {CHECKPOINT_VERSION}")
-    return ckpt
+    return load_checkpoint_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search")
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any], flags: dict[str, Any]) -> SearchConfig:
