@@ -54,46 +54,29 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Classifier on the 8x8 feature map after the second reduction cell (32 x 32 input)."""
+class AuxiliaryHead(nn.Module):
+    """Classifier on the feature map after the second reduction cell: 8x8 on CIFAR, 7x7 on ImageNet.
 
-    def __init__(self, C: int, num_classes: int):
+    The two DARTS heads differ only in the pooling stride (3 on CIFAR, 2 on ImageNet) and in a last BatchNorm,
+    which DARTS leaves out of the ImageNet head.
+    """
+
+    def __init__(self, C: int, num_classes: int, pool_stride: int, last_batchnorm: bool):
         super().__init__()
         # The first ReLU is not in place: its input is also the next cell's input (or, in a network of
         # three cells or fewer, the input of the final classifier), which must stay unchanged.
-        self.features = nn.Sequential(
+        layers = [
             nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
-
-
-class AuxiliaryHeadImageNet(nn.Module):
-    """Classifier on the 7x7 feature map after the second reduction cell (224 x 224 input).
-
-    DARTS leaves out the last BatchNorm here; the first ReLU is not in place, as in AuxiliaryHeadCIFAR.
-    """
-
-    def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.ReLU(inplace=True),
-        )
+        ]
+        if last_batchnorm:
+            layers.append(nn.BatchNorm2d(768))
+        layers.append(nn.ReLU(inplace=True))
+        self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +123,7 @@ class NetworkCIFAR(_FinalNetwork):
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
         C_aux = self._build_cells(genotype, C_curr, C_curr, C, layers, reduction_prev=False)
-        self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if auxiliary else None
+        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, 3, last_batchnorm=True) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.C_final, num_classes)
 
@@ -168,7 +151,7 @@ class NetworkImageNet(_FinalNetwork):
             nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
         )
         C_aux = self._build_cells(genotype, C, C, C, layers, reduction_prev=True)
-        self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes) if auxiliary else None
+        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, 2, last_batchnorm=False) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.C_final, num_classes)
 
