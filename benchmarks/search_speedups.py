@@ -9,7 +9,15 @@ Variants, each adding one change to the one before:
                     default (NCHW) layout
   channels_last     network and inputs in NHWC
   alpha_only        the alpha step asks autograd for alpha's gradient only; the package's WeightSGD and clipping
-  shared_relu       the mixed op computes the ReLU of its four convolution ops once: the package's darts1 as it is
+  shared_relu       the mixed op computes the ReLU of its four convolution ops once
+  fast_depthwise    depthwise convolutions with the CPU backward of rarts.ops.DepthwiseConv2d (5 x 5 and dilated
+                    ones rewritten onto oneDNN's fast 3 x 3 kernel; stride-2 dilated ones as subsampling)
+  lean_memory       weight x BatchNorm fused (rarts.ops.weighted_norm) and max pooling that recomputes its argmax:
+                    the package's darts1 as it is
+
+Every variant but the last runs with the switches DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices
+and MixedOp.fused_norm set as its description says. The script tunes glibc's allocator as the rarts command does
+(rarts.allocator); run it with RARTS_MALLOC_TUNING=0 to see the steps without that.
 
 Timing: the variants step in turn within each round (so a change in the machine's load hits all of them alike), the
 median over rounds after one warm-up round. Peak memory: each variant again in a fresh process, one warm-up and one
@@ -29,7 +37,23 @@ import time
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("straightforward", "channels_last", "alpha_only", "shared_relu")
+VARIANTS = ("straightforward", "channels_last", "alpha_only", "shared_relu", "fast_depthwise", "lean_memory")
+
+
+@contextlib.contextmanager
+def switches(variant: str):
+    """Within the block, the package's CPU rewrites are on as far as `variant` goes (see the module docstring)."""
+    from rarts.ops import DepthwiseConv2d, MaxPool2d
+    from rarts.supernet import MixedOp
+
+    index = VARIANTS.index(variant)
+    saved = DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices, MixedOp.fused_norm
+    DepthwiseConv2d.fast_cpu_backward = index >= VARIANTS.index("fast_depthwise")
+    MaxPool2d.recompute_indices = MixedOp.fused_norm = index >= VARIANTS.index("lean_memory")
+    try:
+        yield
+    finally:
+        DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices, MixedOp.fused_norm = saved
 
 
 @contextlib.contextmanager
@@ -73,7 +97,7 @@ def build(variant: str, args, device):
         a_opt = torch.optim.Adam(arch.parameters(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 
         def step():
-            with plain_mixed_op():
+            with switches(variant), plain_mixed_op():
                 a_opt.zero_grad()
                 F.cross_entropy(net(val[0], arch), val[1]).backward()
                 a_opt.step()
@@ -85,14 +109,12 @@ def build(variant: str, args, device):
 
         return step
     method = METHODS["darts1"](net, arch, MethodSettings())
-    if variant == "alpha_only":
 
-        def step():
-            with plain_mixed_op():
-                method.step(train, val)
+    def step():
+        with switches(variant), plain_mixed_op() if variant == "alpha_only" else contextlib.nullcontext():
+            method.step(train, val)
 
-        return step
-    return lambda: method.step(train, val)
+    return step
 
 
 def sync(device):
@@ -127,7 +149,10 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
+    from rarts.allocator import tune_cpu_allocator
     from rarts.utils import environment_info, pick_device
+
+    tune_cpu_allocator()
 
     if args.threads:
         torch.set_num_threads(args.threads)

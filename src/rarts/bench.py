@@ -243,6 +243,9 @@ def measure_isolated(spec: BenchSpec, timeout: float = 3600.0) -> Measurement:
 
 
 def _worker(spec_json: str) -> None:
+    from rarts.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the rarts command does
     m = measure(BenchSpec(**json.loads(spec_json)))
     if m.peak_memory_bytes is None:
         m.peak_memory_bytes = _max_rss()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PRIMITIVES: tuple[str, ...] = (
@@ -46,6 +47,224 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+def _conv_weight_grad(x: torch.Tensor, go: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
+    """d loss / d weight of a depthwise convolution, by the library's own kernel."""
+    C = x.shape[1]
+    weight = x.new_empty(C, 1, kernel, kernel)
+    out = torch.ops.aten.convolution_backward(
+        go, x, weight, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0), C, (False, True, False)
+    )
+    return out[1]
+
+
+def depthwise_weight_grad(x: torch.Tensor, go: torch.Tensor, kernel: int, padding: int, dilation: int) -> torch.Tensor:
+    """d loss / d weight (C, 1, k, k) of a stride-1 depthwise convolution with output gradient `go`, on the CPU.
+
+    oneDNN has a fast kernel for the 3 x 3, undilated case only; the others take it 5 to 20 times longer than the
+    forward pass. They are rewritten as that case, exactly (the sums are the same, in another order):
+    - dilation d: the convolution splits into d x d undilated convolutions on the polyphase components
+      x[:, :, a::d, b::d] (padding / d each), whose weight gradients add up;
+    - a k x k kernel (k = 5, 7, ...): the weight gradient of offsets (u0 .. u0+2, v0 .. v0+2) is the 3 x 3 weight
+      gradient of the padded input cropped at (u0, v0), so overlapping 3 x 3 blocks at u0, v0 = 0, 2, .. k-3 tile it.
+    """
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    if dilation > 1:
+        total = None
+        for a in range(dilation):
+            for b in range(dilation):
+                xa = x[:, :, a::dilation, b::dilation].contiguous(memory_format=layout)
+                ga = go[:, :, a::dilation, b::dilation].contiguous(memory_format=layout)
+                part = depthwise_weight_grad(xa, ga, kernel, padding // dilation, 1)
+                total = part if total is None else total + part
+        return total
+    if kernel <= 3:
+        return _conv_weight_grad(x, go, kernel, 1, padding, 1)
+    H, W = go.shape[2:]
+    padded = F.pad(x, (padding,) * 4)
+    out = x.new_empty(x.shape[1], 1, kernel, kernel)
+    starts = range(0, kernel - 2, 2)
+    for u0 in starts:
+        for v0 in starts:
+            crop = padded[:, :, u0 : u0 + H + 2, v0 : v0 + W + 2].contiguous(memory_format=layout)
+            out[:, :, u0 : u0 + 3, v0 : v0 + 3] = _conv_weight_grad(crop, go, 3, 1, 0, 1)
+    return out
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """A stride-1, same-size depthwise convolution whose backward avoids oneDNN's slow CPU paths.
+
+    Forward: the library's convolution. Backward: the input gradient is the forward convolution of the output
+    gradient with the flipped kernel (same padding, same dilation); the weight gradient is `depthwise_weight_grad`.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, go: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        go = go.contiguous(memory_format=layout)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(go, weight.flip(2, 3), None, 1, ctx.padding, ctx.dilation, x.shape[1])
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(x, go, weight.shape[-1], ctx.padding, ctx.dilation)
+        return grad_x, grad_w, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A k x k depthwise convolution (groups = channels, no bias): nn.Conv2d with the same parameters and state dict,
+    computed faster on the CPU when gradients are formed.
+
+    There, two rewrites apply, both exact:
+    - stride 2 with dilation 2 and even padding 2q reads only the even rows and columns of its input, so it is the
+      undilated stride-1 convolution (padding q) of x[:, :, ::2, ::2];
+    - a stride-1 convolution that keeps the spatial size, with a 5 x 5 kernel or dilation, runs through
+      `_DepthwiseConvFunction`, whose backward is 2 to 10 times faster than oneDNN's on these shapes.
+    Everything else (CUDA, other dtypes, inference, tracing for export) is nn.Conv2d's own forward.
+    """
+
+    fast_cpu_backward = True  # False: always nn.Conv2d's forward (the benchmarks switch it to compare)
+
+    def __init__(self, channels: int, kernel_size: int, stride: int, padding: int, dilation: int = 1):
+        super().__init__(channels, channels, kernel_size, stride, padding, dilation, groups=channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._rewrite(x):
+            return super().forward(x)
+        (k,), (s,), (p,), (d,) = self.kernel_size[:1], self.stride[:1], self.padding[:1], self.dilation[:1]
+        if s == 2:
+            x = x[:, :, ::2, ::2]
+            p, d = p // 2, 1
+            if k <= 3:
+                return F.conv2d(x, self.weight, None, 1, p, 1, self.groups)
+        return _DepthwiseConvFunction.apply(x, self.weight, p, d)
+
+    def _rewrite(self, x: torch.Tensor) -> bool:
+        if not self.fast_cpu_backward or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if not torch.is_grad_enabled():
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or not (x.requires_grad or self.weight.requires_grad):
+            return False
+        k, s, p, d = self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]
+        if self.kernel_size[1] != k or self.stride[1] != s or self.padding[1] != p or self.dilation[1] != d:
+            return False
+        if s == 2:
+            return d == 2 and p % 2 == 0 and 2 * p == d * (k - 1)
+        same_size = 2 * p == d * (k - 1)
+        if s != 1 or not same_size or (k <= 3 and d == 1):
+            return False
+        return p % d == 0 and x.shape[2] % d == 0 and x.shape[3] % d == 0
+
+
+class _WeightedBatchNormFunction(torch.autograd.Function):
+    """weight * batch_norm(x) for a BatchNorm without affine parameters, keeping only x for the backward pass.
+
+    Written out as `weight * bn(x)`, autograd keeps both x (for the norm) and bn(x) (for the gradient of the 0-d
+    weight, a softmax of alpha). Here bn(x) is recomputed from x and the saved per-channel statistics when the
+    weight's gradient is asked for, so a mixed op keeps one tensor per primitive instead of two.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, running_mean, running_var, use_batch_stats: bool, momentum: float, eps: float):
+        y, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, None, None, running_mean, running_var, use_batch_stats, momentum, eps
+        )
+        if not use_batch_stats:
+            mean, invstd = running_mean.clone(), (running_var + eps).rsqrt()
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.use_batch_stats, ctx.eps = use_batch_stats, eps
+        return y.mul_(weight)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, invstd = ctx.saved_tensors
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            normed = (x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+            grad_weight = (grad_out * normed).sum().reshape(weight.shape)
+        if ctx.needs_input_grad[0]:
+            if ctx.use_batch_stats:
+                grad_x = torch.ops.aten.native_batch_norm_backward(
+                    grad_out * weight, x, None, None, None, mean, invstd, True, ctx.eps, [True, False, False]
+                )[0]
+            else:
+                grad_x = grad_out * (weight * invstd).view(1, -1, 1, 1)
+        return grad_x, grad_weight, None, None, None, None, None
+
+
+def weighted_norm(x: torch.Tensor, norm: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """weight * norm(x), with `norm` a BatchNorm2d; the same values, running statistics and gradients.
+
+    A BatchNorm without affine parameters goes through `_WeightedBatchNormFunction` (one saved tensor instead of
+    two); one with them is computed as written.
+    """
+    if not isinstance(norm, nn.BatchNorm2d) or norm.affine:
+        return weight * norm(x)
+    # nn.BatchNorm2d's rules for which statistics to use and whether (and how) to update the running ones.
+    momentum = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    use_batch_stats = norm.training or (norm.running_mean is None and norm.running_var is None)
+    track = not norm.training or norm.track_running_stats
+    return _WeightedBatchNormFunction.apply(
+        x,
+        weight,
+        norm.running_mean if track else None,
+        norm.running_var if track else None,
+        use_batch_stats,
+        momentum,
+        norm.eps,
+    )
+
+
+class _MaxPoolFunction(torch.autograd.Function):
+    """3 x 3 max pooling that keeps its input and output for the backward pass instead of int64 argmax indices.
+
+    The input and the output are kept by the neighbouring ops anyway (the other primitives of the edge read the
+    input; the BatchNorm after the pool keeps the output), so the indices, twice the output's size, were the only
+    memory of its own. The backward recomputes them, which costs one pooling pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel: int, stride: int, padding: int):
+        y = F.max_pool2d(x, kernel, stride, padding)
+        ctx.save_for_backward(x)
+        ctx.args = (kernel, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        kernel, stride, padding = ctx.args
+        _, indices = F.max_pool2d(x.detach(), kernel, stride, padding, return_indices=True)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out, x, (kernel,) * 2, (stride,) * 2, (padding,) * 2, (1, 1), False, indices
+        )
+        return grad_x, None, None, None
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (square window, no dilation) that recomputes its argmax in the backward pass on the CPU."""
+
+    recompute_indices = True  # False: nn.MaxPool2d's forward (the benchmarks switch it to compare)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = self.dilation == 1 and not self.ceil_mode and not self.return_indices
+        if not (plain and self.recompute_indices) or x.device.type != "cpu" or not x.requires_grad:
+            return super().forward(x)
+        if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return super().forward(x)
+        return _MaxPoolFunction.apply(x, self.kernel_size, self.stride, self.padding)
+
+
 class DilConv(nn.Sequential):
     """ReLU, depthwise k x k dilated convolution, pointwise 1x1, BatchNorm."""
 
@@ -54,9 +273,7 @@ class DilConv(nn.Sequential):
     ):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(
-                C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False
-            ),
+            DepthwiseConv2d(C_in, kernel_size, stride, padding, dilation),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -68,10 +285,16 @@ class DilConv(nn.Sequential):
 
     def after_activation(self, x: torch.Tensor) -> torch.Tensor:
         """The block without its leading ReLU, on an input that has been through it: self(x) == after(relu(x))."""
-        for i, module in enumerate(self):
-            if i:
-                x = module(x)
-        return x
+        return self.norm(self.before_norm(x))
+
+    def before_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The two convolutions, on an input that has been through the ReLU: after_activation(x) == norm(this)."""
+        return self[2](self[1](x))
+
+    @property
+    def norm(self) -> nn.Module:
+        """The closing BatchNorm."""
+        return self[3]
 
 
 class SepConv(nn.Sequential):
@@ -91,6 +314,16 @@ class SepConv(nn.Sequential):
     def after_activation(self, x: torch.Tensor) -> torch.Tensor:
         """The op without its leading ReLU, on an input that has been through it."""
         return self[1](self[0].after_activation(x))
+
+    def before_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything but the closing BatchNorm, on an input that has been through the leading ReLU."""
+        second = self[1]
+        return second.before_norm(second.activation(self[0].after_activation(x)))
+
+    @property
+    def norm(self) -> nn.Module:
+        """The closing BatchNorm (of the second block)."""
+        return self[1].norm
 
 
 class Identity(nn.Module):
@@ -124,12 +357,20 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.before_norm(x))
+
+    @property
+    def norm(self) -> nn.Module:
+        return self.bn
+
+    def before_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything but the closing BatchNorm: forward(x) == bn(before_norm(x))."""
         x = self.relu(x)
         # The shifted path sees pixels (1, 1), (1, 3), ...; pad so odd sizes keep the shape of the first path.
         shifted = x[:, :, 1:, 1:]
         if x.shape[2] % 2 or x.shape[3] % 2:
             shifted = nn.functional.pad(shifted, (0, x.shape[3] % 2, 0, x.shape[2] % 2))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
 
 
 @register_op("none")
@@ -139,7 +380,7 @@ def _none(C: int, stride: int, affine: bool) -> nn.Module:
 
 @register_op("max_pool_3x3")
 def _max_pool(C: int, stride: int, affine: bool) -> nn.Module:
-    return nn.MaxPool2d(3, stride=stride, padding=1)
+    return MaxPool2d(3, stride=stride, padding=1)
 
 
 @register_op("avg_pool_3x3")

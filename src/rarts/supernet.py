@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rarts.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, make_op
+from rarts.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, make_op, weighted_norm
 
 NUM_NODES = 4
 NUM_EDGES = sum(2 + i for i in range(NUM_NODES))  # 14
@@ -47,8 +47,11 @@ class MixedOp(nn.Module):
 
     The four convolution ops all begin with a ReLU of the same input: it is computed once and shared, which saves
     three activations per edge in time and in memory kept for the backward pass (the same arithmetic, the same
-    modules and parameter names).
+    modules and parameter names). Every op but the identity ends in a BatchNorm without affine parameters; its
+    output times the op's weight is `weighted_norm`, which keeps one tensor per op for the backward pass, not two.
     """
+
+    fused_norm = True  # False: weight * op(x) as written (the benchmarks switch it to compare)
 
     def __init__(self, C: int, stride: int):
         super().__init__()
@@ -72,10 +75,18 @@ class MixedOp(nn.Module):
             if isinstance(op, (DilConv, SepConv)):
                 if activated is None:
                     activated = op.activation(x)
-                y = op.after_activation(activated)
+                if self.fused_norm:
+                    term = weighted_norm(op.before_norm(activated), op.norm, weights[k])
+                else:
+                    term = weights[k] * op.after_activation(activated)
+            elif not self.fused_norm:
+                term = weights[k] * op(x)
+            elif isinstance(op, FactorizedReduce):
+                term = weighted_norm(op.before_norm(x), op.norm, weights[k])
+            elif isinstance(op, nn.Sequential):  # a pool and its BatchNorm
+                term = weighted_norm(op[0](x), op[1], weights[k])
             else:
-                y = op(x)
-            term = weights[k] * y
+                term = weights[k] * op(x)
             out = term if out is None else out + term
         return out
 
