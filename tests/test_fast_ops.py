@@ -167,12 +167,12 @@ def _saved_bytes(module_call) -> int:
     return sum(storages.values())
 
 
-def test_mixed_op_keeps_17_activations_per_edge_for_the_backward_pass():
+def test_mixed_op_keeps_14_activations_per_edge_for_the_backward_pass():
     """A stride-1 edge (N, C, H, W) keeps, in units of one activation: the input x and the shared ReLU of it (2),
-    the max and the average pool's outputs (2), per separable convolution the depthwise outputs, the pointwise
-    outputs and the inner ReLU (5 each, 10), per dilated convolution the depthwise and pointwise outputs (2 each, 4):
-    18. Written plainly the alpha step kept 6 op outputs more (for the gradient of their weights) and the max pool
-    its int64 indices (2 more)."""
+    per separable convolution the outputs of its two depthwise and two pointwise convolutions (4 each, 8), per
+    dilated convolution its depthwise and pointwise outputs (2 each, 4): 14. Written plainly it kept 27: every
+    convolution op its own ReLU (3), the pools' outputs and the max pool's int64 indices (4), each op's output for
+    the gradient of its weight (6) and the separable convolutions' inner ReLU (2)."""
     torch.manual_seed(5)
     mixed = MixedOp(8, 1)
     x = torch.randn(4, 8, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -180,6 +180,49 @@ def test_mixed_op_keeps_17_activations_per_edge_for_the_backward_pass():
     weights = torch.softmax(torch.randn(8), 0).requires_grad_()
     small = sum(p.numel() * 4 for p in mixed.parameters()) + 64 * 1024  # weights, statistics, scalars
     saved = _saved_bytes(lambda: mixed(x, weights))
-    assert 18 * unit <= saved <= 18 * unit + small
+    assert 14 * unit <= saved <= 14 * unit + small
     plain = _saved_bytes(lambda: sum(weights[k] * op(x) for k, op in zip(mixed.op_index, mixed.ops)))
-    assert plain >= 18 * unit + 6 * unit
+    assert 27 * unit <= plain <= 27 * unit + small
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("train", [True, False])
+def test_mixed_op_rewrites_compute_the_plain_sum(stride, train):
+    """The mixed op with every rewrite (fused norms, pools recomputed, separable convolutions' middle recomputed,
+    fast depthwise convolutions) against the plain sum of weight x op(x): outputs, gradients of x, of the weights
+    and of every parameter, and the running statistics afterwards (float32, as the rewrites apply there)."""
+    torch.manual_seed(6)
+    fast = MixedOp(6, stride)
+    plain = copy.deepcopy(fast)
+    fast.train(train), plain.train(train)
+    x = torch.randn(4, 6, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.softmax(torch.randn(8), 0).requires_grad_()
+    out_fast = fast(x, weights)
+    out_plain = sum(weights[k] * op(x) for k, op in zip(plain.op_index, plain.ops))
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(out_plain)
+    g_fast = torch.autograd.grad(out_fast, [x, weights, *fast.parameters()], grad_out)
+    g_plain = torch.autograd.grad(out_plain, [x, weights, *plain.parameters()], grad_out)
+    for a, b in zip(g_fast, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(fast.buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.MaxPool2d(3, 2, 1)])
+def test_weighted_norm_recomputes_its_pool_exactly(pool):
+    torch.manual_seed(7)
+    fused, plain = _norm_pair()
+    x = torch.randn(3, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    out_fused = weighted_norm(x, fused, weight, before=pool)
+    out_plain = weight * plain(pool(x))
+    torch.testing.assert_close(out_fused, out_plain)
+    grad_out = torch.randn_like(out_plain)
+    for a, b in zip(
+        torch.autograd.grad(out_fused, [x, weight], grad_out), torch.autograd.grad(out_plain, [x, weight], grad_out)
+    ):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fused.running_mean, plain.running_mean)
+    fused.track_running_stats = False
+    assert torch.autograd.gradcheck(lambda a, b: weighted_norm(a, fused, b, before=pool), (x, weight))

@@ -7,7 +7,9 @@ and divides the spatial size by `stride`. The search network builds them with af
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from collections.abc import Iterator
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -162,51 +164,108 @@ class DepthwiseConv2d(nn.Conv2d):
         return p % d == 0 and x.shape[2] % d == 0 and x.shape[3] % d == 0
 
 
+@contextlib.contextmanager
+def frozen_statistics(net: nn.Module) -> Iterator[None]:
+    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
+    updating their running statistics (nor their batch counters)."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def _on_cpu_with_grad(x: torch.Tensor) -> bool:
+    """Whether a CPU rewrite that changes what the backward pass keeps applies to input x."""
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
 class _WeightedBatchNormFunction(torch.autograd.Function):
-    """weight * batch_norm(x) for a BatchNorm without affine parameters, keeping only x for the backward pass.
+    """weight * batch_norm(before(x)) for a BatchNorm without affine parameters, keeping only x for the backward.
 
     Written out as `weight * bn(x)`, autograd keeps both x (for the norm) and bn(x) (for the gradient of the 0-d
     weight, a softmax of alpha). Here bn(x) is recomputed from x and the saved per-channel statistics when the
-    weight's gradient is asked for, so a mixed op keeps one tensor per primitive instead of two.
+    weight's gradient is asked for, so a mixed op keeps one tensor per primitive instead of two. `before`, a max or
+    an average pool, is recomputed in the backward pass too, so its output (and argmax) is not kept either.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, running_mean, running_var, use_batch_stats: bool, momentum: float, eps: float):
+    def forward(ctx, x, weight, before, running_mean, running_var, use_batch_stats: bool, momentum, eps):
+        p = x if before is None else pool_forward(before, x)
         y, mean, invstd = torch.ops.aten.native_batch_norm(
-            x, None, None, running_mean, running_var, use_batch_stats, momentum, eps
+            p, None, None, running_mean, running_var, use_batch_stats, momentum, eps
         )
-        if not use_batch_stats:
-            mean, invstd = running_mean.clone(), (running_var + eps).rsqrt()
+        mean, invstd = _statistics(mean, invstd, running_mean, running_var, use_batch_stats, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.use_batch_stats, ctx.eps = use_batch_stats, eps
+        ctx.use_batch_stats, ctx.eps, ctx.before = use_batch_stats, eps, before
         return y.mul_(weight)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
         grad_x = grad_weight = None
+        p, indices = (x, None) if ctx.before is None else pool_forward(ctx.before, x, return_indices=True)
         if ctx.needs_input_grad[1]:
-            normed = (x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+            normed = (p - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
             grad_weight = (grad_out * normed).sum().reshape(weight.shape)
         if ctx.needs_input_grad[0]:
-            if ctx.use_batch_stats:
-                grad_x = torch.ops.aten.native_batch_norm_backward(
-                    grad_out * weight, x, None, None, None, mean, invstd, True, ctx.eps, [True, False, False]
-                )[0]
-            else:
-                grad_x = grad_out * (weight * invstd).view(1, -1, 1, 1)
-        return grad_x, grad_weight, None, None, None, None, None
+            grad_x = _norm_backward(grad_out * weight, p, mean, invstd, ctx.use_batch_stats, ctx.eps)
+            if ctx.before is not None:
+                grad_x = pool_backward(ctx.before, x, grad_x, indices)
+        return grad_x, grad_weight, None, None, None, None, None, None
 
 
-def weighted_norm(x: torch.Tensor, norm: nn.Module, weight: torch.Tensor) -> torch.Tensor:
-    """weight * norm(x), with `norm` a BatchNorm2d; the same values, running statistics and gradients.
+def weighted_norm(
+    x: torch.Tensor, norm: nn.Module, weight: torch.Tensor, before: Optional[nn.Module] = None
+) -> torch.Tensor:
+    """weight * norm(before(x)), with `norm` a BatchNorm2d; the same values, running statistics and gradients.
 
     A BatchNorm without affine parameters goes through `_WeightedBatchNormFunction` (one saved tensor instead of
-    two); one with them is computed as written.
+    two, and none for `before`, an nn.MaxPool2d or nn.AvgPool2d); one with them is computed as written.
     """
     if not isinstance(norm, nn.BatchNorm2d) or norm.affine:
-        return weight * norm(x)
-    # nn.BatchNorm2d's rules for which statistics to use and whether (and how) to update the running ones.
+        return weight * norm(x if before is None else before(x))
+    return _WeightedBatchNormFunction.apply(x, weight, before, *norm_arguments(norm))
+
+
+def _pool_arguments(pool: nn.Module) -> tuple:
+    pair = nn.modules.utils._pair
+    return pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.padding)
+
+
+def pool_forward(pool: nn.Module, x: torch.Tensor, return_indices: bool = False):
+    """The output of `pool` (nn.MaxPool2d or nn.AvgPool2d) on x, without autograd; with return_indices, the pair
+    (output, a max pool's argmax or None)."""
+    kernel, stride, padding = _pool_arguments(pool)
+    if isinstance(pool, nn.MaxPool2d):
+        return F.max_pool2d(x, kernel, stride, padding, pool.dilation, pool.ceil_mode, return_indices=return_indices)
+    out = F.avg_pool2d(x, kernel, stride, padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
+    return (out, None) if return_indices else out
+
+
+def pool_backward(pool: nn.Module, x: torch.Tensor, grad: torch.Tensor, indices=None) -> torch.Tensor:
+    """d loss / d x of `pool` at x given d loss / d output (a max pool's argmax is recomputed unless given)."""
+    kernel, stride, padding = _pool_arguments(pool)
+    if isinstance(pool, nn.MaxPool2d):
+        dilation = nn.modules.utils._pair(pool.dilation)
+        if indices is None:
+            _, indices = pool_forward(pool, x, return_indices=True)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, kernel, stride, padding, dilation, pool.ceil_mode, indices
+        )
+    return torch.ops.aten.avg_pool2d_backward(
+        grad, x, kernel, stride, padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override
+    )
+
+
+def norm_arguments(norm: nn.BatchNorm2d) -> tuple:
+    """(running_mean, running_var, use_batch_stats, momentum, eps) for aten's native_batch_norm, by nn.BatchNorm2d's
+    rules for which statistics to use and whether (and how) to update the running ones; counts the batch."""
     momentum = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -214,41 +273,73 @@ def weighted_norm(x: torch.Tensor, norm: nn.Module, weight: torch.Tensor) -> tor
             momentum = 1.0 / float(norm.num_batches_tracked)
     use_batch_stats = norm.training or (norm.running_mean is None and norm.running_var is None)
     track = not norm.training or norm.track_running_stats
-    return _WeightedBatchNormFunction.apply(
-        x,
-        weight,
-        norm.running_mean if track else None,
-        norm.running_var if track else None,
-        use_batch_stats,
-        momentum,
-        norm.eps,
-    )
+    running_mean = norm.running_mean if track else None
+    running_var = norm.running_var if track else None
+    return running_mean, running_var, use_batch_stats, momentum, norm.eps
+
+
+def _statistics(mean, invstd, running_mean, running_var, use_batch_stats: bool, eps: float):
+    """The per-channel mean and 1/std a normalisation used: the batch's, or the running ones."""
+    if use_batch_stats:
+        return mean, invstd
+    return running_mean.clone(), (running_var + eps).rsqrt()
+
+
+def _norm_backward(grad: torch.Tensor, x: torch.Tensor, mean, invstd, use_batch_stats: bool, eps: float):
+    """d loss / d x of a BatchNorm without affine parameters, given d loss / d output."""
+    if use_batch_stats:
+        return torch.ops.aten.native_batch_norm_backward(
+            grad, x, None, None, None, mean, invstd, True, eps, [True, False, False]
+        )[0]
+    return grad * invstd.view(1, -1, 1, 1)
+
+
+class _NormReLUConvFunction(torch.autograd.Function):
+    """depthwise_conv(relu(batch_norm(x))) for a BatchNorm without affine parameters and a stride-1, same-size
+    depthwise convolution, keeping only x (and the statistics) for the backward pass, where the ReLU's output is
+    recomputed: one normalisation pass instead of a kept activation. The middle of a separable convolution."""
+
+    @staticmethod
+    def forward(ctx, x, weight, padding: int, running_mean, running_var, use_batch_stats: bool, momentum, eps):
+        hidden, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, None, None, running_mean, running_var, use_batch_stats, momentum, eps
+        )
+        mean, invstd = _statistics(mean, invstd, running_mean, running_var, use_batch_stats, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.padding, ctx.use_batch_stats, ctx.eps = padding, use_batch_stats, eps
+        return F.conv2d(hidden.relu_(), weight, None, 1, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, invstd = ctx.saved_tensors
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        grad_out = grad_out.contiguous(memory_format=layout)
+        hidden = ((x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)).relu()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(hidden, grad_out, weight.shape[-1], ctx.padding, 1)
+        if ctx.needs_input_grad[0]:
+            grad_hidden = F.conv2d(grad_out, weight.flip(2, 3), None, 1, ctx.padding, 1, x.shape[1])
+            grad_hidden = grad_hidden * (hidden > 0)
+            grad_x = _norm_backward(grad_hidden, x, mean, invstd, ctx.use_batch_stats, ctx.eps)
+        return grad_x, grad_w, None, None, None, None, None, None
 
 
 class _MaxPoolFunction(torch.autograd.Function):
-    """3 x 3 max pooling that keeps its input and output for the backward pass instead of int64 argmax indices.
-
-    The input and the output are kept by the neighbouring ops anyway (the other primitives of the edge read the
-    input; the BatchNorm after the pool keeps the output), so the indices, twice the output's size, were the only
-    memory of its own. The backward recomputes them, which costs one pooling pass.
-    """
+    """Max pooling that keeps its input for the backward pass instead of the int64 argmax indices (twice the
+    output's size): the input is kept by the edge's other primitives anyway, and the backward recomputes the
+    argmax at the cost of one pooling pass."""
 
     @staticmethod
-    def forward(ctx, x, kernel: int, stride: int, padding: int):
-        y = F.max_pool2d(x, kernel, stride, padding)
+    def forward(ctx, x, pool):
         ctx.save_for_backward(x)
-        ctx.args = (kernel, stride, padding)
-        return y
+        ctx.pool = pool
+        return pool_forward(pool, x)
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
-        kernel, stride, padding = ctx.args
-        _, indices = F.max_pool2d(x.detach(), kernel, stride, padding, return_indices=True)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, x, (kernel,) * 2, (stride,) * 2, (padding,) * 2, (1, 1), False, indices
-        )
-        return grad_x, None, None, None
+        return pool_backward(ctx.pool, x, grad_out), None
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -262,7 +353,7 @@ class MaxPool2d(nn.MaxPool2d):
             return super().forward(x)
         if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
             return super().forward(x)
-        return _MaxPoolFunction.apply(x, self.kernel_size, self.stride, self.padding)
+        return _MaxPoolFunction.apply(x, self)
 
 
 class DilConv(nn.Sequential):
@@ -316,9 +407,24 @@ class SepConv(nn.Sequential):
         return self[1](self[0].after_activation(x))
 
     def before_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything but the closing BatchNorm, on an input that has been through the leading ReLU."""
-        second = self[1]
-        return second.before_norm(second.activation(self[0].after_activation(x)))
+        """Everything but the closing BatchNorm, on an input that has been through the leading ReLU.
+
+        On the CPU, when gradients are formed and `recompute_middle` is set, the middle of the op (the first block's
+        BatchNorm, the second block's ReLU and depthwise convolution) is `_NormReLUConvFunction`, which recomputes
+        the ReLU's output in the backward pass instead of keeping it: one activation less per op.
+        """
+        first, second = self[0], self[1]
+        hidden = first.before_norm(x)
+        norm, conv = first.norm, second[1]
+        fused = self.recompute_middle and _on_cpu_with_grad(hidden) and not norm.affine
+        fused = fused and type(second.activation) is nn.ReLU
+        if fused and conv.stride[0] == 1 and conv.dilation[0] == 1 and 2 * conv.padding[0] == conv.kernel_size[0] - 1:
+            hidden = _NormReLUConvFunction.apply(hidden, conv.weight, conv.padding[0], *norm_arguments(norm))
+        else:
+            hidden = conv(second.activation(norm(hidden)))
+        return second[2](hidden)
+
+    recompute_middle = True  # False: keep every activation (the benchmarks switch it to compare)
 
     @property
     def norm(self) -> nn.Module:

@@ -83,8 +83,8 @@ class MixedOp(nn.Module):
                 term = weights[k] * op(x)
             elif isinstance(op, FactorizedReduce):
                 term = weighted_norm(op.before_norm(x), op.norm, weights[k])
-            elif isinstance(op, nn.Sequential):  # a pool and its BatchNorm
-                term = weighted_norm(op[0](x), op[1], weights[k])
+            elif isinstance(op, nn.Sequential) and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d)):
+                term = weighted_norm(x, op[1], weights[k], before=op[0])  # the pool is recomputed in the backward
             else:
                 term = weights[k] * op(x)
             out = term if out is None else out + term

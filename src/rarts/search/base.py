@@ -22,7 +22,6 @@ All gradients of one update pass through `apply_weight_gradient` or `apply_alpha
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -32,6 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rarts.errors import UsageError
+from rarts.ops import frozen_statistics
 from rarts.supernet import Architecture, SearchNetwork
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
@@ -163,20 +163,6 @@ def zeros_for_unused(grads, tensors) -> list[torch.Tensor]:
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Top-1 accuracy in [0, 1] as a 0-d tensor."""
     return (logits.argmax(dim=1) == target).float().mean()
-
-
-@contextlib.contextmanager
-def frozen_statistics(net: nn.Module) -> Iterator[None]:
-    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
-    updating their running statistics (nor their batch counters)."""
-    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in layers:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.track_running_stats = True
 
 
 def reinitialise(net: nn.Module) -> nn.Module:
