@@ -226,3 +226,24 @@ def test_weighted_norm_recomputes_its_pool_exactly(pool):
     torch.testing.assert_close(fused.running_mean, plain.running_mean)
     fused.track_running_stats = False
     assert torch.autograd.gradcheck(lambda a, b: weighted_norm(a, fused, b, before=pool), (x, weight))
+
+
+def test_alpha_steps_form_no_weight_gradients(monkeypatch):
+    """The alpha step's forward runs with the weights' requires_grad off (weight_grads=False), so the custom
+    backward passes of rarts.ops, which cannot see which gradients the caller asked for, skip the weight
+    gradients too; the weights require gradients again afterwards. The weight step forms them."""
+    import rarts.ops
+    from rarts.search import METHODS, MethodSettings
+    from rarts.supernet import Architecture, SearchNetwork
+
+    calls = []
+    real = rarts.ops.depthwise_weight_grad
+    monkeypatch.setattr(rarts.ops, "depthwise_weight_grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(8)
+    net = SearchNetwork(4, 10, 3).to(memory_format=torch.channels_last)
+    method = METHODS["darts1"](net, Architecture(), MethodSettings())
+    batch = (torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (4,)))
+    method.update_alpha(batch, batch)
+    assert calls == [] and all(p.requires_grad for p in net.parameters())
+    method.update_w(batch, batch)
+    assert len(calls) > 0

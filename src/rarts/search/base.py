@@ -22,6 +22,7 @@ All gradients of one update pass through `apply_weight_gradient` or `apply_alpha
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -165,6 +166,19 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == target).float().mean()
 
 
+@contextlib.contextmanager
+def without_weight_grads(net: nn.Module) -> Iterator[None]:
+    """Within the block, the parameters of `net` that require gradients do not."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def reinitialise(net: nn.Module) -> nn.Module:
     """Draw fresh initial weights (and reset BatchNorm statistics) for every submodule that has them."""
     for module in net.modules():
@@ -296,15 +310,23 @@ class SearchMethod:
         mixing: tuple[torch.Tensor, torch.Tensor],
         params: dict[str, torch.Tensor] | None = None,
         update_stats: bool = True,
+        weight_grads: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of `net` on `batch` with the given mixing weights; returns (loss, logits).
 
         params: evaluate at these weights (by name) instead of the module's own, e.g. a virtual step.
         update_stats: False leaves BatchNorm's running statistics alone (it still normalises with the batch's),
             so the forward passes of alpha steps and virtual points leave them as the weight steps made them.
+        weight_grads: False for a pass whose loss is differentiated to alpha only: the forward runs with the
+            weights' requires_grad off, so autograd neither records nor keeps anything for weight gradients (the
+            library's nodes skip them anyway; the custom ones of rarts.ops learn it only this way).
         """
         x, target = batch
-        with contextlib.nullcontext() if update_stats else frozen_statistics(net):
+        with contextlib.ExitStack() as stack:
+            if not update_stats:
+                stack.enter_context(frozen_statistics(net))
+            if not weight_grads:
+                stack.enter_context(without_weight_grads(net))
             logits = net(x, mixing) if params is None else functional_call(net, params, (x, mixing))
         return F.cross_entropy(logits, target), logits
 

@@ -17,6 +17,6 @@ class DARTS1(SearchMethod):
     sweep = ("alpha", "w")
 
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
-        loss, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False)
+        loss, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)
         metrics = self.apply_alpha_gradient(self.alpha_gradient(loss))
         return {"arch_loss": loss.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -19,9 +19,9 @@ class MiLeNAS(SearchMethod):
 
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # One backward pass per term, so the two graphs are never held at once (half the peak memory).
-        loss_val, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False)
+        loss_val, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)
         g_val = self.alpha_gradient(loss_val)
-        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False)
+        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False, weight_grads=False)
         g_train = self.alpha_gradient(loss_train)
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -95,9 +95,9 @@ class RARTS(SearchMethod):
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4), line 3: lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha), with w and y of lines 1-2.
         # One backward pass per term, so the two graphs are never held at once (half the peak memory).
-        loss_val, logits = self.loss(self.y, val_batch, self.mixing(), update_stats=False)
+        loss_val, logits = self.loss(self.y, val_batch, self.mixing(), update_stats=False, weight_grads=False)
         g_val = self.alpha_gradient(loss_val)
-        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False)
+        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False, weight_grads=False)
         g_train = self.alpha_gradient(loss_train)
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}
@@ -115,7 +115,7 @@ class RARTS(SearchMethod):
         )
         g_alpha, g_w = grads[:n_alpha], grads[n_alpha:]
         if self.tied:  # y is w: its L_val term needs alpha's gradient only, taken before w moves
-            loss_val, logits_val = self.loss(self.w, val_batch, self.mixing(), update_stats=False)
+            loss_val, logits_val = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)
             g_alpha_val = self.alpha_gradient(loss_val)
             self.apply_weight_gradient("w", self.w, g_w)
             metrics = {}
