@@ -12,12 +12,12 @@ Variants, each adding one change to the one before:
   shared_relu       the mixed op computes the ReLU of its four convolution ops once
   fast_depthwise    depthwise convolutions with the CPU backward of rarts.ops.DepthwiseConv2d (5 x 5 and dilated
                     ones rewritten onto oneDNN's fast 3 x 3 kernel; stride-2 dilated ones as subsampling)
-  lean_memory       weight x BatchNorm fused (rarts.ops.weighted_norm) and max pooling that recomputes its argmax:
-                    the package's darts1 as it is
+  lean_memory       less kept for the backward pass: weight x BatchNorm fused with the pools recomputed inside it
+                    (rarts.ops.weighted_norm), the separable convolutions' inner BatchNorm-ReLU recomputed, max
+                    pooling without int64 indices: the package's darts1 as it is
 
-Every variant but the last runs with the switches DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices
-and MixedOp.fused_norm set as its description says. The script tunes glibc's allocator as the rarts command does
-(rarts.allocator); run it with RARTS_MALLOC_TUNING=0 to see the steps without that.
+Every variant runs with the switches DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices,
+MixedOp.fused_norm and SepConv.recompute_middle set as its description says.
 
 Timing: the variants step in turn within each round (so a change in the machine's load hits all of them alike), the
 median over rounds after one warm-up round. Peak memory: each variant again in a fresh process, one warm-up and one
@@ -43,17 +43,21 @@ VARIANTS = ("straightforward", "channels_last", "alpha_only", "shared_relu", "fa
 @contextlib.contextmanager
 def switches(variant: str):
     """Within the block, the package's CPU rewrites are on as far as `variant` goes (see the module docstring)."""
-    from rarts.ops import DepthwiseConv2d, MaxPool2d
+    from rarts.ops import DepthwiseConv2d, MaxPool2d, SepConv
     from rarts.supernet import MixedOp
 
     index = VARIANTS.index(variant)
-    saved = DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices, MixedOp.fused_norm
+    classes = (DepthwiseConv2d, MaxPool2d, MixedOp, SepConv)
+    names = ("fast_cpu_backward", "recompute_indices", "fused_norm", "recompute_middle")
+    saved = [getattr(c, n) for c, n in zip(classes, names)]
     DepthwiseConv2d.fast_cpu_backward = index >= VARIANTS.index("fast_depthwise")
-    MaxPool2d.recompute_indices = MixedOp.fused_norm = index >= VARIANTS.index("lean_memory")
+    lean = index >= VARIANTS.index("lean_memory")
+    MaxPool2d.recompute_indices = MixedOp.fused_norm = SepConv.recompute_middle = lean
     try:
         yield
     finally:
-        DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices, MixedOp.fused_norm = saved
+        for c, n, value in zip(classes, names, saved):
+            setattr(c, n, value)
 
 
 @contextlib.contextmanager
@@ -149,10 +153,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from rarts.allocator import tune_cpu_allocator
     from rarts.utils import environment_info, pick_device
-
-    tune_cpu_allocator()
 
     if args.threads:
         torch.set_num_threads(args.threads)

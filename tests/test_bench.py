@@ -132,6 +132,37 @@ def test_cli_search_json(capsys):
     assert result["ratios"][0]["vs_darts1"] == 1.0
 
 
+def test_rounds_pool_the_steps_of_every_round(monkeypatch):
+    """--rounds 3 measures each method three times, the methods in turn within a round, and pools the steps."""
+    import rarts.bench as rb
+
+    order = []
+    real = rb.measure
+
+    def measure(spec):
+        order.append(spec.method)
+        return real(spec)
+
+    monkeypatch.setattr(rb, "measure", measure)
+    result = rb.bench(
+        ["darts1", "random"],
+        [2],
+        torch.device("cpu"),
+        channels=4,
+        cells=2,
+        image_size=8,
+        steps=2,
+        warmup=0,
+        rounds=3,
+        threads=1,
+        isolate=False,
+    )
+    assert order == ["darts1", "random"] * 3
+    for r in result["results"]:
+        assert len(r["seconds_per_step"]["all"]) == 6
+    assert result["settings"]["rounds"] == 3
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -139,6 +170,7 @@ def test_cli_search_json(capsys):
         "bench search --batch 0",
         "bench search --batch x",
         "bench search --steps 0 --methods darts1",
+        "bench search --rounds 0 --methods darts1",
         "bench train --cells 2",
     ],
 )

@@ -81,38 +81,3 @@ def test_cli_errors_are_one_line_with_exit_2(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice" in err
-
-
-def test_allocator_tuning_applies_once_and_can_be_switched_off():
-    """In a fresh process: the rarts command's malloc tuning applies where the C library is glibc, and
-    RARTS_MALLOC_TUNING=0 stops it. Tuned, a step's worth of freed activations (50 blocks of 2 MB) is reused by the
-    next step; untuned, glibc trims it off the heap and every page is faulted in again (about 17,000 per step here)."""
-    import os
-    import platform
-    import subprocess
-    import sys
-
-    script = (
-        "import resource, torch, rarts.allocator as a\n"
-        "tuned = a.tune_cpu_allocator()\n"
-        "assert a.tune_cpu_allocator() == tuned and a.is_tuned() == tuned\n"
-        "def step():\n"
-        "    blocks = [torch.empty(1 << 19).fill_(1.0) for _ in range(50)]\n"
-        "step()\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(3):\n"
-        "    step()\n"
-        "print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    )
-    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    results = {}
-    for setting in ("1", "0"):
-        env = dict(os.environ, RARTS_MALLOC_TUNING=setting)
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-        tuned, faults = out.stdout.split()
-        results[setting] = (tuned == "True", int(faults))
-    assert results["0"][0] is False
-    assert results["1"][0] is glibc
-    if glibc:
-        assert results["0"][1] > 20_000, results  # 3 steps x 50 blocks x 512 pages, most faulted again
-        assert results["1"][1] < 10_000, results

@@ -207,6 +207,22 @@ def measure(spec: BenchSpec) -> Measurement:
     return out
 
 
+def _pooled(a: Measurement, b: Measurement) -> Measurement:
+    """Two measurements of one spec as one: all their steps, the larger peak and baseline memory."""
+
+    def larger(x: Optional[int], y: Optional[int]) -> Optional[int]:
+        return None if x is None and y is None else max(v for v in (x, y) if v is not None)
+
+    return Measurement(
+        spec=a.spec,
+        seconds=a.seconds + b.seconds,
+        peak_memory_bytes=larger(a.peak_memory_bytes, b.peak_memory_bytes),
+        baseline_memory_bytes=larger(a.baseline_memory_bytes, b.baseline_memory_bytes),
+        forward_mult_adds=a.forward_mult_adds,
+        parameters=a.parameters,
+    )
+
+
 def _max_rss() -> Optional[int]:
     """Peak resident set size of this process in bytes, None where unknown.
 
@@ -243,9 +259,6 @@ def measure_isolated(spec: BenchSpec, timeout: float = 3600.0) -> Measurement:
 
 
 def _worker(spec_json: str) -> None:
-    from rarts.allocator import tune_cpu_allocator
-
-    tune_cpu_allocator()  # as the rarts command does
     m = measure(BenchSpec(**json.loads(spec_json)))
     if m.peak_memory_bytes is None:
         m.peak_memory_bytes = _max_rss()
@@ -307,6 +320,7 @@ def bench(
     image_size: int = 32,
     steps: int = 3,
     warmup: int = 1,
+    rounds: int = 1,
     channels_last: Optional[bool] = None,
     threads: Optional[int] = None,
     isolate: Optional[bool] = None,
@@ -319,6 +333,9 @@ def bench(
     at train_channels and train_cells. The matmul peak is measured before and after; the larger one is the peak.
 
     channels_last: None turns it on (it pays on the CPU and on recent GPUs). isolate: None isolates on the CPU.
+    rounds: measure every (method, batch) this many times, the methods in turn within each round, and pool the
+        measured steps (the median is over all of them; peak memory is the largest): a slow spell of a shared
+        machine then falls on all methods alike instead of on whichever ran during it.
     """
     from rarts.utils import device_name, environment_info
 
@@ -345,6 +362,8 @@ def bench(
                     genotype=genotype,
                 )
             )
+    if rounds < 1:
+        raise UsageError(f"--rounds: must be at least 1, got {rounds}")
     for spec in specs:
         spec.validate()
     if TRAIN_NAME in methods:
@@ -352,12 +371,17 @@ def bench(
 
         load_genotype(genotype)  # a bad name fails here, before anything is measured
     peaks = [matmul_peak(device)]
-    rows = []
-    for spec in specs:
-        m = measure_isolated(spec) if isolate else measure(spec)
-        rows.append(m)
-        if progress is not None:
-            progress(f"{spec.method} batch {spec.batch}: median {statistics.median(m.seconds):.3f} s/step")
+    rows: list[Measurement] = []
+    for r in range(rounds):
+        for i, spec in enumerate(specs):
+            m = measure_isolated(spec) if isolate else measure(spec)
+            if r == 0:
+                rows.append(m)
+            else:
+                rows[i] = _pooled(rows[i], m)
+            if progress is not None:
+                where = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
+                progress(f"{spec.method} batch {spec.batch}{where}: median {statistics.median(m.seconds):.3f} s/step")
     peaks.append(matmul_peak(device))
     peak = max(peaks)
     summary = [summarise(m, peak) for m in rows]
@@ -371,6 +395,7 @@ def bench(
             "image_size": image_size,
             "steps": steps,
             "warmup": warmup,
+            "rounds": rounds,
             "channels_last": channels_last,
             "isolated_processes": isolate,
             "train_network": {"genotype": genotype, "channels": train_channels, "cells": train_cells},

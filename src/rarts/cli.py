@@ -12,7 +12,6 @@ import importlib
 import sys
 
 from rarts import __version__
-from rarts.allocator import tune_cpu_allocator
 from rarts.errors import RartsError
 
 COMMANDS = (
@@ -50,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_cpu_allocator()
     try:
         code = args.func(args)
     except RartsError as e:

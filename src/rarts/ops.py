@@ -226,9 +226,10 @@ def weighted_norm(
     """weight * norm(before(x)), with `norm` a BatchNorm2d; the same values, running statistics and gradients.
 
     A BatchNorm without affine parameters goes through `_WeightedBatchNormFunction` (one saved tensor instead of
-    two, and none for `before`, an nn.MaxPool2d or nn.AvgPool2d); one with them is computed as written.
+    two, and none for `before`, an nn.MaxPool2d or nn.AvgPool2d) on the CPU; one with them, or on another
+    device (where these rewrites were not measured), is computed as written.
     """
-    if not isinstance(norm, nn.BatchNorm2d) or norm.affine:
+    if not isinstance(norm, nn.BatchNorm2d) or norm.affine or x.device.type != "cpu":
         return weight * norm(x if before is None else before(x))
     return _WeightedBatchNormFunction.apply(x, weight, before, *norm_arguments(norm))
 

@@ -40,6 +40,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", dest="image_size", type=int, default=32, help="input side (default: 32)")
     p.add_argument("--steps", type=int, default=3, help="measured steps per method (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps before them (default: 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every method this many times in turn, pooling the steps, so that a change in the machine's"
+        " load hits all methods alike (default: 1)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument(
@@ -89,6 +96,7 @@ def _run(args: argparse.Namespace, methods: list[str], **extra) -> int:
         image_size=args.image_size,
         steps=args.steps,
         warmup=args.warmup,
+        rounds=args.rounds,
         channels_last=args.channels_last,
         threads=args.threads,
         isolate=args.isolate,
