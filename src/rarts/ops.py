@@ -327,9 +327,10 @@ class _NormReLUConvFunction(torch.autograd.Function):
 
 
 class _MaxPoolFunction(torch.autograd.Function):
-    """Max pooling that keeps its input for the backward pass instead of the int64 argmax indices (twice the
-    output's size): the input is kept by the edge's other primitives anyway, and the backward recomputes the
-    argmax at the cost of one pooling pass."""
+    """Max pooling that keeps its input for the backward pass instead of the int64 argmax indices (twice the size
+    of a stride-1 output): the input is usually kept anyway by the other ops that read the same state, and the
+    backward recomputes the argmax at the cost of one pooling pass. (The search network's mixed op does not use
+    this: its pools are recomputed inside `weighted_norm`.)"""
 
     @staticmethod
     def forward(ctx, x, pool):

@@ -48,7 +48,8 @@ class MixedOp(nn.Module):
     The four convolution ops all begin with a ReLU of the same input: it is computed once and shared, which saves
     three activations per edge in time and in memory kept for the backward pass (the same arithmetic, the same
     modules and parameter names). Every op but the identity ends in a BatchNorm without affine parameters; its
-    output times the op's weight is `weighted_norm`, which keeps one tensor per op for the backward pass, not two.
+    output times the op's weight is `weighted_norm`, which on the CPU keeps one tensor per op for the backward pass,
+    not two.
     """
 
     fused_norm = True  # False: weight * op(x) as written (the benchmarks switch it to compare)
