@@ -49,6 +49,11 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format x is laid out in (channels_last or contiguous), for tensors made to match it."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 def _conv_weight_grad(x: torch.Tensor, go: torch.Tensor, kernel: int, stride: int, padding: int, dilation: int):
     """d loss / d weight of a depthwise convolution, by the library's own kernel."""
     C = x.shape[1]
@@ -69,7 +74,7 @@ def depthwise_weight_grad(x: torch.Tensor, go: torch.Tensor, kernel: int, paddin
     - a k x k kernel (k = 5, 7, ...): the weight gradient of offsets (u0 .. u0+2, v0 .. v0+2) is the 3 x 3 weight
       gradient of the padded input cropped at (u0, v0), so overlapping 3 x 3 blocks at u0, v0 = 0, 2, .. k-3 tile it.
     """
-    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    layout = _layout(x)
     if dilation > 1:
         total = None
         for a in range(dilation):
@@ -108,14 +113,28 @@ class _DepthwiseConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, go: torch.Tensor):
         x, weight = ctx.saved_tensors
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        go = go.contiguous(memory_format=layout)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(go, weight.flip(2, 3), None, 1, ctx.padding, ctx.dilation, x.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = depthwise_weight_grad(x, go, weight.shape[-1], ctx.padding, ctx.dilation)
+        grad_x, grad_w = depthwise_backward(x, weight, go, ctx.padding, ctx.dilation, ctx.needs_input_grad[:2])
         return grad_x, grad_w, None, None
+
+
+def depthwise_backward(x, weight, grad_out, padding: int, dilation: int, needs: tuple[bool, bool]):
+    """(d loss / d x, d loss / d weight) of a stride-1, same-size depthwise convolution of x, each None unless
+    `needs` asks for it: the input gradient is the forward convolution of grad_out with the flipped kernel, the
+    weight gradient `depthwise_weight_grad`."""
+    grad_out = grad_out.contiguous(memory_format=_layout(x))
+    grad_x = grad_w = None
+    if needs[0]:
+        grad_x = F.conv2d(grad_out, weight.flip(2, 3), None, 1, padding, dilation, x.shape[1])
+    if needs[1]:
+        grad_w = depthwise_weight_grad(x, grad_out, weight.shape[-1], padding, dilation)
+    return grad_x, grad_w
+
+
+def _on_cpu_with_grad(x: torch.Tensor) -> bool:
+    """Whether the CPU rewrites apply to input x: on the CPU, gradients on, not being traced or scripted."""
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting())
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -147,11 +166,9 @@ class DepthwiseConv2d(nn.Conv2d):
         return _DepthwiseConvFunction.apply(x, self.weight, p, d)
 
     def _rewrite(self, x: torch.Tensor) -> bool:
-        if not self.fast_cpu_backward or x.device.type != "cpu" or x.dtype != torch.float32:
+        if not self.fast_cpu_backward or x.dtype != torch.float32 or not _on_cpu_with_grad(x):
             return False
-        if not torch.is_grad_enabled():
-            return False
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or not (x.requires_grad or self.weight.requires_grad):
+        if not (x.requires_grad or self.weight.requires_grad):
             return False
         k, s, p, d = self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]
         if self.kernel_size[1] != k or self.stride[1] != s or self.padding[1] != p or self.dilation[1] != d:
@@ -176,13 +193,6 @@ def frozen_statistics(net: nn.Module) -> Iterator[None]:
     finally:
         for m in layers:
             m.track_running_stats = True
-
-
-def _on_cpu_with_grad(x: torch.Tensor) -> bool:
-    """Whether a CPU rewrite that changes what the backward pass keeps applies to input x."""
-    if x.device.type != "cpu" or not torch.is_grad_enabled():
-        return False
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting())
 
 
 class _WeightedBatchNormFunction(torch.autograd.Function):
@@ -313,16 +323,11 @@ class _NormReLUConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        grad_out = grad_out.contiguous(memory_format=layout)
         hidden = ((x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)).relu()
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = depthwise_weight_grad(hidden, grad_out, weight.shape[-1], ctx.padding, 1)
-        if ctx.needs_input_grad[0]:
-            grad_hidden = F.conv2d(grad_out, weight.flip(2, 3), None, 1, ctx.padding, 1, x.shape[1])
-            grad_hidden = grad_hidden * (hidden > 0)
-            grad_x = _norm_backward(grad_hidden, x, mean, invstd, ctx.use_batch_stats, ctx.eps)
+        grad_hidden, grad_w = depthwise_backward(hidden, weight, grad_out, ctx.padding, 1, ctx.needs_input_grad[:2])
+        grad_x = None
+        if grad_hidden is not None:
+            grad_x = _norm_backward(grad_hidden * (hidden > 0), x, mean, invstd, ctx.use_batch_stats, ctx.eps)
         return grad_x, grad_w, None, None, None, None, None, None
 
 
@@ -351,9 +356,7 @@ class MaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = self.dilation == 1 and not self.ceil_mode and not self.return_indices
-        if not (plain and self.recompute_indices) or x.device.type != "cpu" or not x.requires_grad:
-            return super().forward(x)
-        if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if not (plain and self.recompute_indices and x.requires_grad and _on_cpu_with_grad(x)):
             return super().forward(x)
         return _MaxPoolFunction.apply(x, self)
 
