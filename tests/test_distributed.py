@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+import tiny_runs
 from rarts.distributed import (
     World,
     average_gradients,
@@ -148,18 +149,10 @@ def test_two_process_steps_equal_one_process_on_the_global_batch(tmp_path, names
 
 # --- whole runs: search and training on 2 processes, killed and resumed -------------------------------------------
 
-TINY_SEARCH = {
-    "dataset": "cifar10-mini",
-    "subset": "32",  # 16 images a half: 2 steps an epoch at 4 images per process
-    "image_size": "8",
-    "channels": "4",
-    "layers": "2",
+TINY_SEARCH = {  # 16 images a half: 2 steps an epoch at 4 images per process
+    **tiny_runs.TINY_SEARCH,
     "batch_size": "4",
-    "epochs": "2",
-    "log_every": "1",
     "checkpoint_every": "1",
-    "progress": "false",
-    "tensorboard": "false",
     "threads": "1",
 }
 TINY_TRAIN = {
@@ -177,21 +170,6 @@ TINY_TRAIN = {
 
 SEARCH_FILES = ("genotype.json", "alpha.json", "alphas.jsonl")
 TRAIN_FILES = ("genotype.json",)  # result.json holds times: its figures are compared below
-
-
-class Killed(Exception):
-    """Stands for the processes being killed at a step."""
-
-
-def _kill_after(n_steps: int):
-    count = {"n": 0}
-
-    def hook(epoch: int, step: int) -> None:
-        count["n"] += 1
-        if count["n"] == n_steps:
-            raise Killed
-
-    return hook
 
 
 def _search_config():
@@ -220,8 +198,8 @@ def _runs_on_ranks(rank: int, out: str) -> None:
     out = Path(out)
     cfg = _search_config()
     summaries = [run_search(cfg, out / "search-whole", quiet=True)]
-    with pytest.raises(Killed):
-        run_search(cfg, out / "search-killed", quiet=True, on_step=_kill_after(3))
+    with pytest.raises(tiny_runs.Killed):
+        run_search(cfg, out / "search-killed", quiet=True, on_step=tiny_runs.kill_after(3))
     summaries.append(run_search(cfg, out / "search-killed", resume=True, quiet=True))
     tcfg = make_config("quick", TINY_TRAIN, {"genotype": "DARTS_V2"})
     results = [train(tcfg, out / "train-whole", sets=_train_sets(), log=lambda s: None)]

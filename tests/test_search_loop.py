@@ -22,47 +22,21 @@ from rarts.genotype import load_genotype
 from rarts.search.config import SearchConfig, make_config
 from rarts.search.loop import CHECKPOINT_NAME, load_checkpoint, peak_memory_bytes, resize_images, run_search
 from rarts.search.plots import edge_labels, plot_alpha_heatmap
-
-TINY = {
-    "dataset": "cifar10-mini",
-    "subset": "32",
-    "image_size": "8",
-    "channels": "4",
-    "layers": "2",
-    "batch_size": "8",
-    "epochs": "2",
-    "log_every": "1",
-    "progress": "false",
-    "tensorboard": "false",
-    "plots": "false",
-}
+from tiny_runs import TINY_SEARCH, Killed, kill_after
 
 
 def tiny(method: str, **more) -> SearchConfig:
-    return make_config("paper", {**TINY, **{k: str(v) for k, v in more.items()}}, {"method": method, "device": "cpu"})
+    return make_config(
+        "paper", {**TINY_SEARCH, **{k: str(v) for k, v in more.items()}}, {"method": method, "device": "cpu"}
+    )
 
 
 def tiny_args(method: str, out: Path, *extra: str) -> list[str]:
     return (
         ["search", "--method", method, "--out", str(out), "--device", "cpu", "--quiet"]
-        + [f"{k}={v}" for k, v in TINY.items()]
+        + [f"{k}={v}" for k, v in TINY_SEARCH.items()]
         + list(extra)
     )
-
-
-class Killed(Exception):
-    """Stands for the process being killed at a step."""
-
-
-def kill_after(n_steps: int):
-    count = {"n": 0}
-
-    def hook(epoch: int, step: int) -> None:
-        count["n"] += 1
-        if count["n"] == n_steps:
-            raise Killed
-
-    return hook
 
 
 def comparable(run_dir: Path) -> dict:
@@ -290,7 +264,7 @@ def test_quick_preset_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_process_resumes_to_the_same_result(tmp_path):
-    args = [f"{k}={v}" for k, v in {**TINY, "epochs": "3", "checkpoint_every": "2"}.items()]
+    args = [f"{k}={v}" for k, v in {**TINY_SEARCH, "epochs": "3", "checkpoint_every": "2"}.items()]
     base = [sys.executable, "-m", "rarts", "search", "--method", "rarts", "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(base + ["--out", str(tmp_path / "whole")] + args, check=True, env=env)
