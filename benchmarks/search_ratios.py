@@ -87,9 +87,12 @@ def paired_passes(args, device: torch.device) -> dict:
     from rarts.utils import seed_everything
 
     seed_everything(0)
-    method = METHODS["rarts"](SearchNetwork(args.channels, 10, args.cells), Architecture(), MethodSettings())
-    method.start_epoch(0)
     spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    net = SearchNetwork(args.channels, 10, args.cells)
+    if spec.channels_last:  # as rarts.bench builds it
+        net = net.to(memory_format=torch.channels_last)
+    method = METHODS["rarts"](net, Architecture(), MethodSettings())
+    method.start_epoch(0)
     train, val = _batch(spec, device, 10), _batch(spec, device, 10)
     both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
 
