@@ -81,19 +81,12 @@ def method_ratios(args, device: torch.device) -> list[dict]:
 
 
 def paired_passes(args, device: torch.device) -> dict:
-    from rarts.bench import BenchSpec, _batch
-    from rarts.search import METHODS, MethodSettings
-    from rarts.supernet import Architecture, SearchNetwork
+    from rarts.bench import BenchSpec, search_method
     from rarts.utils import seed_everything
 
     seed_everything(0)
     spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
-    net = SearchNetwork(args.channels, 10, args.cells)
-    if spec.channels_last:  # as rarts.bench builds it
-        net = net.to(memory_format=torch.channels_last)
-    method = METHODS["rarts"](net, Architecture(), MethodSettings())
-    method.start_epoch(0)
-    train, val = _batch(spec, device, 10), _batch(spec, device, 10)
+    method, train, val = search_method(spec, device)
     both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
 
     def weight_pair():

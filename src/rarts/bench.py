@@ -124,8 +124,9 @@ def _batch(spec: BenchSpec, device: torch.device, classes: int) -> tuple[torch.T
     return x, torch.randint(0, classes, (spec.batch,), device=device)
 
 
-def _search_step(spec: BenchSpec, device: torch.device):
-    from rarts.flops import count_mult_adds
+def search_method(spec: BenchSpec, device: torch.device):
+    """The search method `spec` names on the paper's search network as the benchmark builds it (channels_last as
+    the spec says), started at epoch 0, with a synthetic training and validation batch: (method, train, val)."""
     from rarts.search import METHODS, MethodSettings
     from rarts.supernet import Architecture, SearchNetwork
 
@@ -137,9 +138,16 @@ def _search_step(spec: BenchSpec, device: torch.device):
     settings = MethodSettings(sweep=sweep) if sweep else MethodSettings()
     method = METHODS[name](net, arch, settings)
     method.start_epoch(0)
-    mult_adds = count_mult_adds(net, (3, spec.image_size, spec.image_size), arch.weights())
+    return method, _batch(spec, device, 10), _batch(spec, device, 10)
+
+
+def _search_step(spec: BenchSpec, device: torch.device):
+    from rarts.flops import count_mult_adds
+
+    method, train, val = search_method(spec, device)
+    net = method.w
+    mult_adds = count_mult_adds(net, (3, spec.image_size, spec.image_size), method.arch.weights())
     params = sum(p.numel() for p in net.parameters())
-    train, val = _batch(spec, device, 10), _batch(spec, device, 10)
     return (lambda: method.step(train, val)), mult_adds, params
 
 

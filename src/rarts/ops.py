@@ -221,7 +221,7 @@ class _WeightedBatchNormFunction(torch.autograd.Function):
         grad_x = grad_weight = None
         p, indices = (x, None) if ctx.before is None else pool_forward(ctx.before, x, return_indices=True)
         if ctx.needs_input_grad[1]:
-            normed = (p - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+            normed = _normalised(p, mean, invstd)
             grad_weight = (grad_out * normed).sum().reshape(weight.shape)
         if ctx.needs_input_grad[0]:
             grad_x = _norm_backward(grad_out * weight, p, mean, invstd, ctx.use_batch_stats, ctx.eps)
@@ -296,6 +296,11 @@ def _statistics(mean, invstd, running_mean, running_var, use_batch_stats: bool, 
     return running_mean.clone(), (running_var + eps).rsqrt()
 
 
+def _normalised(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm's output without affine parameters, recomputed from x and the statistics it used."""
+    return (x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)
+
+
 def _norm_backward(grad: torch.Tensor, x: torch.Tensor, mean, invstd, use_batch_stats: bool, eps: float):
     """d loss / d x of a BatchNorm without affine parameters, given d loss / d output."""
     if use_batch_stats:
@@ -323,7 +328,7 @@ class _NormReLUConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
-        hidden = ((x - mean.view(1, -1, 1, 1)) * invstd.view(1, -1, 1, 1)).relu()
+        hidden = _normalised(x, mean, invstd).relu()
         grad_hidden, grad_w = depthwise_backward(hidden, weight, grad_out, ctx.padding, 1, ctx.needs_input_grad[:2])
         grad_x = None
         if grad_hidden is not None:
