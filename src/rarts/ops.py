@@ -218,6 +218,14 @@ class _WeightedBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the plain ops, so that second derivatives are exact
+            before, use_batch_stats, eps = ctx.before, ctx.use_batch_stats, ctx.eps
+
+            def plain(x, weight):
+                p = x if before is None else pool_forward(before, x)
+                return weight * _plain_norm(p, mean, invstd, use_batch_stats, eps)
+
+            return _graph_backward(ctx, grad_out, plain, 8)
         grad_x = grad_weight = None
         p, indices = (x, None) if ctx.before is None else pool_forward(ctx.before, x, return_indices=True)
         if ctx.needs_input_grad[1]:
@@ -310,6 +318,27 @@ def _norm_backward(grad: torch.Tensor, x: torch.Tensor, mean, invstd, use_batch_
     return grad * invstd.view(1, -1, 1, 1)
 
 
+def _graph_backward(ctx, grad_out, plain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n_args: int):
+    """The backward of `plain(x, weight)` through autograd, keeping the graph of the gradient: what a custom
+    function returns when its caller asks for that graph (create_graph=True, e.g. an exact Hessian-vector
+    product). Its fast backward treats the saved batch statistics as constants, which is exact for a gradient
+    but would drop terms of a second derivative."""
+    x, weight = ctx.saved_tensors[:2]
+    needs = ctx.needs_input_grad[:2]
+    with torch.enable_grad():
+        out = plain(x, weight)
+    wanted = [t for t, need in zip((x, weight), needs) if need]
+    grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=True))
+    return tuple(next(grads) if need else None for need in needs) + (None,) * (n_args - 2)
+
+
+def _plain_norm(p: torch.Tensor, mean, invstd, use_batch_stats: bool, eps: float) -> torch.Tensor:
+    """A BatchNorm's output without affine parameters as differentiable ops (batch statistics as functions of p)."""
+    if use_batch_stats:
+        return F.batch_norm(p, None, None, training=True, eps=eps)
+    return _normalised(p, mean, invstd)
+
+
 class _NormReLUConvFunction(torch.autograd.Function):
     """depthwise_conv(relu(batch_norm(x))) for a BatchNorm without affine parameters and a stride-1, same-size
     depthwise convolution, keeping only x (and the statistics) for the backward pass, where the ReLU's output is
@@ -328,6 +357,14 @@ class _NormReLUConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the plain ops, so that second derivatives are exact
+            padding, use_batch_stats, eps = ctx.padding, ctx.use_batch_stats, ctx.eps
+
+            def plain(x, weight):
+                hidden = _plain_norm(x, mean, invstd, use_batch_stats, eps).relu()
+                return F.conv2d(hidden, weight, None, 1, padding, 1, x.shape[1])
+
+            return _graph_backward(ctx, grad_out, plain, 8)
         hidden = _normalised(x, mean, invstd).relu()
         grad_hidden, grad_w = depthwise_backward(hidden, weight, grad_out, ctx.padding, 1, ctx.needs_input_grad[:2])
         grad_x = None

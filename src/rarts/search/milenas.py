@@ -3,9 +3,10 @@
     w     <- w - eta_w * grad_w L_train(w, alpha)                                  (SGD on a training batch)
     alpha <- alpha - eta_a * (grad_a L_val(w, alpha) + lam * grad_a L_train(w, alpha))     (Adam, new w)
 
-lam weighs the training loss, as in RARTS eq. (2), so that RARTS with y tied to w and beta = 0 is exactly this
-method (section 3.2). The alpha step uses the weights just updated, the same Gauss-Seidel order as RARTS eq. (4);
-its training term reuses the step's training batch.
+lam weighs the training loss, as in RARTS eq. (2), so that RARTS with y tied to w is exactly this method when
+lam = 1 (section 3.2; RARTS's w line scales its training gradient by lam, this method's does not). The alpha step
+uses the weights just updated, the same Gauss-Seidel order as RARTS eq. (4); its training term reuses the step's
+training batch.
 """
 
 from __future__ import annotations

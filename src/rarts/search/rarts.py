@@ -12,10 +12,13 @@ by one Gauss-Seidel sweep per step, eq. (4), each line using the values the line
 
 w and y step by `WeightSGD` (momentum, weight decay) after clipping, each with its own cosine schedule (y's
 follows w's unless y_lr is set); alpha by Adam. The coupling gradients beta * (w - y) are tensor arithmetic.
+What is clipped to the global norm grad_clip is each line's whole gradient, data term plus coupling term; weight
+decay comes after, as in DARTS's weight step.
 The sweep order is the class attribute `sweep`; each line is one `update_<block>` method.
 
 y starts as a copy of w (y_init="copy"), from its own random initialisation ("independent"), or is w itself
-("tied"): then the y line and the coupling drop out and RARTS is MiLeNAS (section 3.2).
+("tied"): then the y line and the coupling drop out and, with lam = 1, RARTS is MiLeNAS (section 3.2; with another
+lam the w line still scales its training gradient by lam, MiLeNAS's does not).
 
 Beyond the paper, the setting sweep="jacobi" takes every gradient of the step at the current point (w, y, alpha):
 the three lines of eq. (4) with the old values on their right-hand sides. One backward pass per network then gives
