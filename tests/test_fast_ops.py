@@ -240,6 +240,7 @@ def test_mixed_op_second_derivatives_match_the_plain_sum(stride):
         else:
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
 
+
 @pytest.mark.parametrize("pool", [nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.MaxPool2d(3, 2, 1)])
 def test_weighted_norm_recomputes_its_pool_exactly(pool):
     torch.manual_seed(7)
