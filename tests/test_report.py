@@ -18,6 +18,7 @@ from fake_runs import make_search_run, make_train_run, write
 from rarts import report as rep
 from rarts.cli import main
 from rarts.errors import UsageError
+from rarts.genotype import KNOWN_GENOTYPES
 
 # ---- statistics -------------------------------------------------------------------------------------------------
 
@@ -255,6 +256,21 @@ def test_unfinished_and_unpaired_runs(tmp_path):
     paired = make_train_run(tmp_path / "t2", search, 0, 3.0)
     runs, _ = rep.collect_runs([paired, search])
     assert runs[0].train.path == paired
+
+
+def test_a_training_run_pairs_by_its_genotype_once_the_search_folder_moved(tmp_path):
+    """Folders copied from a cluster, or named relative to another directory: the trained cells decide."""
+    search = make_search_run(tmp_path / "s", "rarts", 0, alphas=False, genotype="DARTS_V1")
+    other = make_search_run(tmp_path / "o", "darts1", 0, alphas=False, genotype="DARTS_V2")
+    train = make_train_run(tmp_path / "t", tmp_path / "moved-away", 0, 3.0)
+    result = json.loads((train / "result.json").read_text())
+    result["genotype"] = KNOWN_GENOTYPES["DARTS_V1"].to_dict()
+    (train / "result.json").write_text(json.dumps(result))
+    runs, _ = rep.collect_runs([search, other, train])
+    assert {r.path.name: r.train.path if r.train else None for r in runs} == {"s": train, "o": None}
+    twin = make_search_run(tmp_path / "twin", "rarts", 1, alphas=False, genotype="DARTS_V1")
+    with pytest.raises(UsageError, match="the genotype of several search runs"):
+        rep.collect_runs([search, twin, train])
 
 
 def test_unfinished_run_inside_a_compare_folder_is_left_out_with_a_note(tmp_path):

@@ -116,6 +116,24 @@ def test_killed_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path, method, c
     assert comparable(tmp_path / "killed") == comparable(tmp_path / "whole")
 
 
+def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_path):
+    """The checkpoint of an epoch is written before its metrics and alpha rows: a kill in between leaves a
+    checkpoint at the next epoch and no row for this one. The resumed run writes the row from the checkpoint."""
+    cfg = tiny("darts1")
+    run_search(cfg, tmp_path / "whole", quiet=True)
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_search(cfg, run, quiet=True, on_step=kill_after(3))
+    for name in ("metrics.jsonl", "alphas.jsonl"):  # as if killed before epoch 1's lines were written
+        lines = (run / name).read_text().splitlines(keepends=True)
+        (run / name).write_text("".join(lines[:-1]))
+    (run / "metrics.csv").write_text("")
+    run_search(cfg, run, resume=True, quiet=True)
+    assert comparable(run) == comparable(tmp_path / "whole")
+    env = json.loads((run / "environment.json").read_text())
+    assert env["resumed_at"] is None and [r["resumed_at"] for r in env["resumes"]] == [{"epoch": 1, "step": 0}]
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     cfg = tiny("random", epochs=1)
     first = run_search(cfg, tmp_path / "run", quiet=True)
@@ -151,6 +169,28 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, m
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
+def test_out_of_memory_on_the_cpu_fails_with_advice(tmp_path):
+    def no_memory(epoch: int, step: int) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
+
+    with pytest.raises(RunFailed, match=r"out of CPU memory at epoch 1/2, step 2/2 of darts1.*batch_size=4"):
+        run_search(tiny("darts1"), tmp_path / "run", quiet=True, on_step=no_memory)
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import rarts.search.loop as loop
+
+    def interrupted(cfg, out, **kwargs):
+        Path(out).mkdir(parents=True)
+        (Path(out) / CHECKPOINT_NAME).write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "run_search", interrupted)
+    assert main(tiny_args("darts1", tmp_path / "run")) == 130
+    err = capsys.readouterr().err
+    assert f"continue with: rarts search --out {tmp_path / 'run'} --resume" in err and "interrupted" in err
+
+
 def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
     code = main(tiny_args("darts1", tmp_path / "run", "lr=1e30", "grad_clip=1e30", "epochs=1"))
     err = capsys.readouterr().err
@@ -168,6 +208,11 @@ def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
         (["y_lr=-1"], "y_lr"),
         (["batch_size=100"], "batch_size=100 is larger than the training half (16 images)"),
         (["colour=red"], "unknown setting 'colour'"),
+        (["lr=inf"], "setting lr: must be a finite number"),
+        (["beta=inf"], "setting beta: must be a finite number"),
+        (["lam=nan"], "setting lam: expected a number, got 'nan'"),
+        (["epochs=inf"], "setting epochs: expected an integer, got 'inf'"),
+        (["epochs=nan"], "setting epochs: expected an integer, got 'nan'"),
     ],
 )
 def test_invalid_settings_exit_2_before_any_work(tmp_path, capsys, extra, needle):
@@ -197,6 +242,17 @@ def test_run_folder_rules(tmp_path, capsys):
     assert "epochs=3 differs from the run's 1" in capsys.readouterr().err
     assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 0
     assert "random" in capsys.readouterr().out
+    (out / CHECKPOINT_NAME).unlink()  # deleted to save space: the results are still there
+    assert main(tiny_args("random", out, "epochs=1")) == 2
+    assert "already holds a search run (summary.json" in capsys.readouterr().err
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "result.json").write_text("{}")
+    assert main(tiny_args("random", trained, "epochs=1")) == 2
+    assert "already holds a training run (result.json): give another --out" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(tiny_args("random", tmp_path / "a_file", "epochs=1")) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_resume_with_another_method_is_refused(tmp_path):

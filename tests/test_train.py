@@ -431,3 +431,74 @@ def test_cuda_fp16_keeps_its_grad_scaler_across_a_resume(tmp_path, sets):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["scaler"]["scale"] > 0
     result = train(cfg, tmp_path, resume=True, sets=sets, log=silent)
     assert result["precision"] == "fp16" and math.isfinite(result["test_loss"])
+
+
+# --- run folders, resume records and failures ---------------------------------------------------------------------
+
+
+def test_out_holding_a_run_or_a_file_is_refused_before_any_work(tmp_path, sets):
+    cfg = tiny_config(epochs=1)
+    done = tmp_path / "done"
+    train(cfg, done, sets=sets, log=silent)
+    (done / "checkpoint.pt").unlink()  # deleted to save space: the results are still there
+    with pytest.raises(UsageError, match=r"already holds a training run \(result.json"):
+        train(cfg, done, sets=sets, log=silent)
+    searched = tmp_path / "searched"
+    searched.mkdir()
+    (searched / "summary.json").write_text("{}")
+    with pytest.raises(UsageError, match=r"already holds a search run \(summary.json\): give another --out"):
+        train(cfg, searched, sets=sets, log=silent)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(UsageError, match="exists and is not a folder"):
+        train(cfg, a_file, sets=sets, log=silent)
+    started = tmp_path / "started"  # stopped before its first checkpoint: only settings, nothing to lose
+    started.mkdir()
+    (started / "config.json").write_text("{}")
+    (started / "metrics.jsonl").write_text("")
+    assert train(cfg, started, sets=sets, log=silent) is not None
+
+
+def test_resume_takes_the_cells_from_the_checkpoint_after_the_genotype_moved(tmp_path, sets):
+    cells = tmp_path / "cells.json"
+    cells.write_text(json.dumps(KNOWN_GENOTYPES["DARTS_V1"].to_dict()))
+    cfg = make_config("quick", {**TINY, "epochs": 2}, {"genotype": str(cells)})
+    run = tmp_path / "run"
+    train(cfg, run, stop_after=1, sets=sets, log=silent)
+    cells.rename(tmp_path / "moved.json")
+    result = train(cfg, run, resume=True, sets=sets, log=silent)
+    assert result["genotype"] == KNOWN_GENOTYPES["DARTS_V1"].to_dict()
+    assert json.loads((run / "config.json").read_text())["genotype"] == str(cells)
+    env = json.loads((run / "environment.json").read_text())
+    assert len(env["resumes"]) == 1 and env["resumes"][0]["resumed_at_epoch"] == 1
+    assert env["resumed_at_epoch"] == 0  # the first session's record stays on top
+
+
+def test_resuming_a_finished_run_leaves_its_record_alone(tmp_path, sets):
+    cfg = tiny_config(epochs=1)
+    train(cfg, tmp_path, sets=sets, log=silent)
+    before = {name: (tmp_path / name).read_bytes() for name in ("result.json", "environment.json", "metrics.jsonl")}
+    said = []
+    result = train(tiny_config(epochs=1, threads=2), tmp_path, resume=True, sets=sets, log=said.append)
+    assert result == json.loads(before["result.json"])
+    assert said == [f"{tmp_path}: the training has finished already"]
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+def test_out_of_memory_and_a_non_finite_loss_fail_with_advice(tmp_path, sets, monkeypatch):
+    import rarts.train
+    from rarts.errors import RunFailed
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
+
+    monkeypatch.setattr(rarts.train, "train_one_epoch", no_memory)
+    with pytest.raises(RunFailed, match=r"out of CPU memory in epoch 1/3 \(batch_size=8.*batch_size=4"):
+        train(tiny_config(), tmp_path / "oom", sets=sets, log=silent)
+
+    def diverged(*args, **kwargs):
+        return {"train_loss": math.nan, "train_top1": 0.0, "train_top5": 0.0}
+
+    monkeypatch.setattr(rarts.train, "train_one_epoch", diverged)
+    with pytest.raises(RunFailed, match=r"became nan in epoch 1/3; no checkpoint had been written yet"):
+        train(tiny_config(), tmp_path / "nan", sets=sets, log=silent)

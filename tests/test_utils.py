@@ -1,6 +1,7 @@
 """The shared helpers: atomic files, typed configs, the CLI's error contract."""
 
 import dataclasses
+import json
 import os
 from typing import Optional
 
@@ -81,3 +82,29 @@ def test_cli_errors_are_one_line_with_exit_2(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice" in err
+
+
+def test_out_of_memory_is_recognised_on_the_cpu_and_on_cuda():
+    from rarts.utils import is_out_of_memory
+
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+    )
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x6912 and 768x10)"))
+    assert not is_out_of_memory(ValueError("can't allocate memory"))
+
+
+def test_environment_record_keeps_the_first_session_and_lists_the_resumes(tmp_path):
+    from rarts.utils import write_environment
+
+    path = tmp_path / "environment.json"
+    write_environment(path, {"command": "rarts search --method rarts lam=2"}, resumed=False)
+    write_environment(path, {"command": "rarts search --resume"}, resumed=True)
+    write_environment(path, {"command": "rarts search --resume --device cpu"}, resumed=True)
+    env = json.loads(path.read_text())
+    assert env["command"] == "rarts search --method rarts lam=2"
+    assert [r["command"] for r in env["resumes"]] == ["rarts search --resume", "rarts search --resume --device cpu"]
+    write_environment(path, {"command": "rarts search --method darts1"}, resumed=False)  # a new run starts afresh
+    assert json.loads(path.read_text()) == {"command": "rarts search --method darts1"}

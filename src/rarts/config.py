@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,14 +76,17 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             raise UsageError(f"setting {name}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise UsageError(f"setting {name}: expected an integer, got {value!r}")
         return int(f)
     if annotation is float:
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise UsageError(f"setting {name}: expected a number, got {value!r}") from None
+        if math.isnan(f):
+            raise UsageError(f"setting {name}: expected a number, got {value!r}")
+        return f
     if annotation is str:
         return str(value)
     return value

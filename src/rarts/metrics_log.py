@@ -44,6 +44,7 @@ class MetricsLogger:
         self.csv_path = self.run_dir / f"{name}.csv"
         kept = self._kept_rows(resume_step) if resume_step is not None else []
         self.columns: list[str] | None = list(kept[0]) if kept else None
+        self.kept_steps = [row[step_key] for row in kept]  # the step_key values of the rows kept on a resume
         atomic_write_text(self.jsonl_path, "".join(_json_line(row) for row in kept))
         atomic_write_text(self.csv_path, self._csv_text(kept) if kept else "")
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")

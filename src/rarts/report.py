@@ -288,14 +288,33 @@ def _same_folder(a: Any, b: Path) -> bool:
         return False
 
 
+def _trained_genotype(t: TrainRun):
+    from rarts.genotype import Genotype
+
+    try:
+        return Genotype.from_dict(t.result["genotype"], source=str(t.path / "result.json"))
+    except (KeyError, TypeError, UsageError):  # an older or hand-edited result: pairing by folder only
+        return None
+
+
 def pair_training(search_runs: list[SearchRun], train_runs: list[TrainRun]) -> None:
-    """Attach each training run to the search run whose folder it trained: the one its config's genotype names,
-    or, in a compare folder (which may have moved since), search/<name> beside train/<name>."""
+    """Attach each training run to the search run whose folder it trained: the one its config's genotype names;
+    in a compare folder (which may have moved since), search/<name> beside train/<name>; else the one search run
+    given whose genotype it trained (folders moved or named relative to another directory)."""
     for t in train_runs:
         owners = [s for s in search_runs if _same_folder(t.config.get("genotype"), s.path)]
         if not owners and t.path.parent.name == "train":  # a compare folder: train/<name> trained search/<name>
             sibling = t.path.parent.parent / "search" / t.path.name
             owners = [s for s in search_runs if _same_folder(str(sibling), s.path)]
+        if not owners:
+            trained = _trained_genotype(t)
+            owners = [s for s in search_runs if trained is not None and s.genotype == trained]
+            if len(owners) > 1:
+                names = ", ".join(str(s.path) for s in owners)
+                raise UsageError(
+                    f"training run {t.path} trained the genotype of several search runs given ({names}); "
+                    "report them separately"
+                )
         if not owners:
             raise UsageError(
                 f"training run {t.path} trained {t.config.get('genotype')!r}, none of the search runs given: "

@@ -21,6 +21,7 @@ on resume.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -38,11 +39,15 @@ from rarts.genotype import Genotype, load_genotype
 from rarts.network import build_network, count_params
 from rarts.utils import (
     atomic_torch_save,
+    check_out_folder,
     device_name,
     environment_info,
+    is_out_of_memory,
     load_checkpoint_file,
     pick_device,
+    read_json,
     seed_everything,
+    write_environment,
     write_json,
 )
 
@@ -536,15 +541,24 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
     main = world.is_main
     say = log or (lambda s: tqdm.write(s) if main else None)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    genotype = load_genotype(cfg.genotype)
+    check_out_folder(run_dir, "training run", resume)
     ckpt = None
     if resume:
         if not ckpt_path.is_file():
             raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
         ckpt = load_checkpoint(ckpt_path)
+        # The cells come from the checkpoint: the genotype given at the start (a search run's folder, say) may
+        # have moved since. Another genotype given now must name the same cells.
+        genotype = Genotype.from_dict(ckpt["genotype"], source=str(ckpt_path))
+        if cfg.genotype != ckpt["config"].get("genotype"):
+            _check_resumable(cfg, ckpt["config"], load_genotype(cfg.genotype), ckpt, ckpt_path)
+            cfg = dataclasses.replace(cfg, genotype=ckpt["config"]["genotype"])  # keep the run's record as it was
         _check_resumable(cfg, ckpt["config"], genotype, ckpt, ckpt_path)
-    elif ckpt_path.exists():
-        raise UsageError(f"{run_dir} already holds a training run: pass --resume to continue it, or another --out")
+        if ckpt["epoch"] >= cfg.epochs and (run_dir / "result.json").is_file():
+            say(f"{run_dir}: the training has finished already")
+            return read_json(run_dir / "result.json")
+    else:
+        genotype = load_genotype(cfg.genotype)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -590,7 +604,7 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
         env = environment_info(device)
         env.update(precision=precision_name(amp_dtype), channels_last=channels_last, resumed_at_epoch=start_epoch)
         env["world_size"] = world.world_size
-        write_json(run_dir / "environment.json", env)
+        write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
         logger = MetricsLogger(run_dir, resume_step=start_epoch if resume else None, tensorboard=cfg.tensorboard)
         say(
             f"training {cfg.genotype} on {cfg.dataset} ({kind} network, C={cfg.init_channels}, {cfg.layers} cells): "
@@ -599,6 +613,7 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
         )
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    epoch = start_epoch
     try:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
@@ -610,9 +625,10 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
                 model, data.train, optimizer, criterion, cfg, amp_dtype, scaler, desc=f"epoch {epoch + 1}/{cfg.epochs}"
             )
             if not math.isfinite(stats["train_loss"]):
+                kept = f"the checkpoint of epoch {epoch} in {run_dir} stays intact"
                 raise RunFailed(
-                    f"training loss became {stats['train_loss']} in epoch {epoch}; the checkpoint of epoch "
-                    f"{epoch - 1} in {run_dir} stays intact"
+                    f"training loss became {stats['train_loss']} in epoch {epoch + 1}/{cfg.epochs}; "
+                    + (kept if epoch else "no checkpoint had been written yet")
                 )
             last_test = evaluate(model, data.test, amp_dtype)
             scheduler.step()
@@ -631,6 +647,16 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
                     f"(top-5 {last_test['test_top5']:.2f}%)  {seconds:.1f}s"
                 )
             barrier()  # until rank 0 has written the checkpoint: a resume on any process reads the new one
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        where = "GPU" if device.type == "cuda" else "CPU"
+        done = f"the checkpoint of epoch {epoch} stays intact" if epoch else "no checkpoint had been written yet"
+        raise RunFailed(
+            f"out of {where} memory in epoch {epoch + 1}/{cfg.epochs} (batch_size={cfg.batch_size}, init_channels="
+            f"{cfg.init_channels}, layers={cfg.layers}); {done}: try a smaller batch_size, e.g. batch_size="
+            f"{max(1, cfg.batch_size // 2)}"
+        ) from e
     finally:
         if logger is not None:
             logger.close()

@@ -157,5 +157,68 @@ def environment_info(device: torch.device | None = None) -> dict[str, Any]:
     return info
 
 
+def write_environment(path: Path, info: dict[str, Any], resumed: bool) -> None:
+    """Write environment.json; on a resume keep the first session's record and add this one to its `resumes`
+    list, so that the original command line and machine stay on record."""
+    if resumed and path.is_file():
+        try:
+            first = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            first = None
+        if isinstance(first, dict):
+            first.setdefault("resumes", []).append(info)
+            info = first
+    write_json(path, info)
+
+
+# The files by which a folder is known to hold a run's results (beyond the settings every start writes).
+_RUN_RECORDS = {"summary.json": "a search run", "result.json": "a training run"}
+
+
+def run_folder_holds(run_dir: Path) -> str | None:
+    """What `run_dir` holds of an earlier run, in words ("a search run (summary.json)"), or None when there is
+    nothing a new run would overwrite: no checkpoint, no results and no logged epoch (a run stopped before its
+    first checkpoint leaves only its settings, which a new start may replace)."""
+    found = [name for name in ("checkpoint.pt", *_RUN_RECORDS, "metrics.jsonl") if (run_dir / name).is_file()]
+    found = [n for n in found if n != "metrics.jsonl" or (run_dir / n).stat().st_size > 0]
+    if not found:
+        return None
+    kind = next((_RUN_RECORDS[n] for n in found if n in _RUN_RECORDS), None)
+    if kind is None:
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        kind = "a search run" if "method" in config else "a training run" if "genotype" in config else "a run"
+    return f"{kind} ({', '.join(found)})"
+
+
+def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
+    """Refuse, before any work, an --out that is a file, cannot be created, or (unless resuming) holds a run.
+
+    kind: "search run" or "training run", what the caller is about to write there."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} exists and is not a folder")
+    if not resume:
+        held = run_folder_holds(run_dir) if run_dir.is_dir() else None
+        if held is not None:
+            hint = "pass --resume to continue it, or" if held.startswith(f"a {kind}") else "give"
+            raise UsageError(f"{run_dir} already holds {held}: {hint} another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --out {run_dir}: {e.strerror or e}") from e
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(e, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, (RuntimeError, MemoryError)) and (
+        isinstance(e, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
+    )
+
+
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rarts.commands import say_how_to_resume
+
 METHOD_NAMES = ("darts1", "darts2", "milenas", "rarts", "random")  # checked against the registry when run
 
 
@@ -73,7 +75,12 @@ def search_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--method is required: one of {', '.join(METHOD_NAMES)}")
         cfg = make_config(args.preset, overrides, flags)
     out = args.out or f"runs/search/{cfg.method}-seed{cfg.seed}"
-    summary = run_search(cfg, out, resume=args.resume, quiet=args.quiet)
+    try:
+        summary = run_search(cfg, out, resume=args.resume, quiet=args.quiet)
+    except KeyboardInterrupt:
+        if world_from_env().is_main:
+            say_how_to_resume(out, "search")
+        raise
     if not world_from_env().is_main:  # under torchrun, rank 0 alone reports (the others return no summary)
         return 0
     acc = summary.get("final_val_acc")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rarts.commands import say_how_to_resume
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser(
@@ -96,7 +98,12 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         cfg = make_config(args.preset, overrides, flags)
     out = args.out or _default_out(cfg.genotype)
-    result = train(cfg, out, resume=args.resume)
+    try:
+        result = train(cfg, out, resume=args.resume)
+    except KeyboardInterrupt:
+        if world_from_env().is_main:
+            say_how_to_resume(out, "train")
+        raise
     if result is not None and world_from_env().is_main:  # under torchrun, rank 0 alone reports
         print(
             f"test error {result['test_top1_error']:.2f}% (top-5 {result['test_top5_error']:.2f}%), "

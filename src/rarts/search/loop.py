@@ -55,11 +55,14 @@ from rarts.supernet import Architecture, SearchNetwork
 from rarts.utils import (
     atomic_torch_save,
     atomic_write_text,
+    check_out_folder,
     device_name,
     environment_info,
+    is_out_of_memory,
     load_checkpoint_file,
     read_json,
     seed_everything,
+    write_environment,
     write_json,
 )
 
@@ -327,6 +330,7 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
     ckpt = None
     quiet = quiet or not world.is_main
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    check_out_folder(run_dir, "search run", resume)
     if resume:
         if not ckpt_path.is_file():
             raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
@@ -335,8 +339,6 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
         if ckpt["epoch"] >= cfg.epochs and (run_dir / SUMMARY_NAME).is_file():
             say(f"{run_dir}: the search has finished already")
             return read_json(run_dir / SUMMARY_NAME)
-    elif ckpt_path.exists() or (run_dir / SUMMARY_NAME).exists():
-        raise UsageError(f"{run_dir} already holds a search run: pass --resume to continue it, or another --out")
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -368,9 +370,16 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
         env = environment_info(device)
         env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
         env["world_size"] = world.world_size
-        write_json(run_dir / "environment.json", env)
+        write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
         logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
         _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
+        last = state.epoch - 1
+        if ckpt is not None and state.step == 0 and last >= 0 and last not in logger.kept_steps:
+            # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
+            # alpha is as the epoch left it.
+            logger.log(state.last_row)
+            with open(alphas_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(_alpha_row(last, method.arch)) + "\n")
     try:
         state.run(logger, alphas_path, say, on_step, quiet)
     finally:
@@ -502,10 +511,13 @@ class _LoopState:
                     with open(alphas_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps(_alpha_row(self.epoch - 1, method.arch)) + "\n")
                     out(_epoch_line(row, cfg.epochs))
-        except torch.cuda.OutOfMemoryError as e:
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            where = "GPU" if self.device.type == "cuda" else "CPU"
             raise RunFailed(
-                f"out of GPU memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels={cfg.channels}"
-                f", layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
+                f"out of {where} memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels="
+                f"{cfg.channels}, layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
                 f"{max(1, cfg.batch_size // 2)}"
             ) from e
         finally:
