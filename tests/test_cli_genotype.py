@@ -19,6 +19,15 @@ def test_show_readable_and_json(capsys):
     assert json.loads(capsys.readouterr().out) == V2.to_dict()
 
 
+def test_show_a_line_copied_from_darts_genotypes_py(tmp_path, capsys):
+    line = "DARTS_V2 = " + V2.to_darts_string()
+    assert main(["genotype", "show", line, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == V2.to_dict()
+    (tmp_path / "genotypes.py").write_text(line + "\n")
+    assert main(["genotype", "show", str(tmp_path / "genotypes.py"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == V2.to_dict()
+
+
 def test_show_from_a_run_folder(tmp_path, capsys):
     (tmp_path / "genotype.json").write_text(V2.to_json())
     assert main(["genotype", "show", str(tmp_path), "--json"]) == 0
@@ -74,6 +83,10 @@ def test_space_params(capsys):
         (["genotype", "params", "DARTS_V2", "--channels", "7"], "--channels"),
         (["genotype", "params", "DARTS_V2", "--dataset", "mnist"], "invalid choice"),
         (["space", "params", "--cells", "0"], "--cells"),
+        (["genotype", "params", "DARTS_V2", "--cells", "1"], "needs at least 3 cells"),
+        (["genotype", "params", "DARTS_V2", "--cells", "2", "--dataset", "imagenet"], "needs at least 3 cells"),
+        (["genotype", "show", "x" * 300], "unknown genotype 'xxx"),
+        (["genotype", "show", "DARTS_V2 = " + V2.to_darts_string().replace("'max_pool_3x3'", "max_pool")], "position"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, fragment):

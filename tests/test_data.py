@@ -268,6 +268,50 @@ def test_download_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch,
     assert time.perf_counter() - start < 10
 
 
+def _offline(monkeypatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_a_damaged_archive_in_root_is_named_with_both_checksums_when_offline(tmp_path, monkeypatch, capsys):
+    _offline(monkeypatch)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_text("garbage\n")
+    bad = hashlib.md5(b"garbage\n").hexdigest()
+    good = ARCHIVES["cifar10"].md5
+    with pytest.raises(RunFailed, match=f"MD5 {bad}, not the expected {good}: replace it"):
+        download("cifar10", root, progress=False)
+    assert main(["data", "download", "cifar10", "--root", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert bad in err and good in err and "replace it" in err and "\n" not in err
+    assert (root / "cifar-10-python.tar.gz").read_text() == "garbage\n"  # left for the user to replace
+
+
+def test_a_damaged_archive_in_root_is_replaced_by_the_download(tmp_path, monkeypatch):
+    archive, md5 = _fake_archive(tmp_path)
+    _patch(monkeypatch, archive.as_uri(), md5)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / archive.name).write_text("garbage\n")
+    assert download("cifar10", root, progress=False).is_dir()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_timeout_must_be_positive(tmp_path, monkeypatch, capsys, timeout):
+    _offline(monkeypatch)
+    with pytest.raises(UsageError, match="timeout must be a positive number of seconds"):
+        download("cifar10", tmp_path / "root", timeout=float(timeout), progress=False)
+    assert main(["data", "download", "cifar10", "--root", str(tmp_path / "root"), "--timeout", timeout]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rarts: error: --timeout must be a positive number of seconds") and "\n" not in err
+
+
 def test_an_archive_already_in_root_needs_no_network(tmp_path, monkeypatch):
     archive, md5 = _fake_archive(tmp_path)
     root = tmp_path / "root"

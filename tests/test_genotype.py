@@ -143,6 +143,31 @@ def test_load_genotype_from_every_source(tmp_path):
     assert load_genotype(json.dumps(g.to_dict())) == g
 
 
+def test_a_line_copied_from_darts_genotypes_py_is_read(tmp_path):
+    g = KNOWN_GENOTYPES["DARTS_V2"]
+    line = "DARTS_V2 = " + DARTS_V2_TEXT
+    assert parse_genotype_string(line) == g
+    assert load_genotype(line) == g  # over 255 characters: once an OSError from probing it as a path
+    assert load_genotype("  PC_DARTS_cifar=" + DARTS_V2_TEXT + "\n") == g
+    (tmp_path / "genotypes.py").write_text(line + "\n")
+    (tmp_path / "wrapped.py").write_text("\n  my_cell  =  " + DARTS_V2_TEXT.replace(", ", ",\n    ") + "\n\n")
+    assert load_genotype(str(tmp_path / "genotypes.py")) == g
+    assert load_genotype(str(tmp_path / "wrapped.py")) == g
+    (tmp_path / "bad.py").write_text(line.replace("'dil_conv_3x3', 2", "'dil_conv_3x3' 2") + "\n")
+    with pytest.raises(UsageError, match=r"bad.py: genotype string: expected ',', found 2 at position \d+"):
+        load_genotype(str(tmp_path / "bad.py"))
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * 300, "Genotyp(" + "x" * 300, "a/" + "x" * 300], ids=["plain", "near-miss", "with-slash"]
+)
+def test_long_text_that_is_no_genotype_is_a_usage_error_not_an_os_error(text):
+    with pytest.raises(UsageError) as info:
+        load_genotype(text)
+    message = str(info.value)
+    assert ("unknown genotype" in message or "not found" in message) and "\n" not in message
+
+
 def test_describe_names_inputs_and_nodes():
     text = describe_genotype(KNOWN_GENOTYPES["DARTS_V2"])
     assert "node 3 = skip_connect(c_{k-2}) + dil_conv_3x3(node 0)" in text
@@ -164,6 +189,10 @@ BAD_STRINGS = [
     (DARTS_V2_TEXT.replace("('skip_connect', 0), ('dil_conv_3x3', 2)", "('skip_connect', 0)"), "pairs"),
     ("Genotype(normal=[('sep_conv_3x3', 1.5)])", "'.5"),
     ("__import__('os').system('true')", "unknown genotype"),
+    ("V2 = " + DARTS_V2_TEXT.replace("'sep_conv_3x3', 0", "'sep_conv_7x7', 0", 1), "'sep_conv_7x7' at position 23"),
+    ("V2 = " + DARTS_V2_TEXT[:-1], "end of text"),
+    ("V2 = Genotype = " + DARTS_V2_TEXT, 'unknown genotype "V2 = Genotype = Genotype('),
+    ("import os = Genotype(", "unknown genotype"),
 ]
 
 

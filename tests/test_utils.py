@@ -108,3 +108,11 @@ def test_environment_record_keeps_the_first_session_and_lists_the_resumes(tmp_pa
     assert [r["command"] for r in env["resumes"]] == ["rarts search --resume", "rarts search --resume --device cpu"]
     write_environment(path, {"command": "rarts search --method darts1"}, resumed=False)  # a new run starts afresh
     assert json.loads(path.read_text()) == {"command": "rarts search --method darts1"}
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["genotype", "plot", "DARTS_V2", "--out", str(a_file / "cells.svg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rarts: error: Not a directory: ") and str(a_file) in err and err.count("\n") == 1

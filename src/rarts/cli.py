@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rarts: interrupted", file=sys.stderr)
         return 130
+    except (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # A path given on the command line that cannot be written or read as asked (an --out that is a file, a
+        # folder that cannot be created): the system's reason and the path, in one line.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"rarts: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: stop quietly, and keep Python from complaining at exit.
         import os

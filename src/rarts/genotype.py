@@ -145,7 +145,8 @@ def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor) -> G
 
 # --- the DARTS string form ---------------------------------------------------------------------------------------
 
-_DARTS_STRING = re.compile(r"Genotype\s*\(")
+# `Genotype(...)`, or a line copied from DARTS' genotypes.py: `DARTS_V2 = Genotype(...)`.
+_DARTS_STRING = re.compile(r"(?:[A-Za-z_][A-Za-z_0-9]*\s*=\s*)?Genotype\s*\(")
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'[^']*'|\"[^\"]*\")|(?P<int>-?\d+)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<punct>[()\[\],=]))"
 )
@@ -240,6 +241,9 @@ class _Parser:
         return key, self.gene() if key in ("normal", "reduce") else self.concat()
 
     def genotype(self) -> Genotype:
+        # An assignment copied from DARTS' genotypes.py (`DARTS_V2 = Genotype(...)`): skip the name and '='.
+        if len(self.tokens) > 1 and self.tokens[0][0] == "name" and self.tokens[1][:2] == ("punct", "="):
+            self.i = 2
         self.take("name", "Genotype")
         self.take("punct", "(")
         fields: dict[str, Any] = {}
@@ -260,7 +264,10 @@ class _Parser:
 
 
 def parse_genotype_string(text: str) -> Genotype:
-    """Parse `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], ...)`."""
+    """Parse `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], ...)`.
+
+    A leading `NAME =` (a line of DARTS' genotypes.py, e.g. `DARTS_V2 = Genotype(...)`) is allowed.
+    """
     return _Parser(text).genotype()
 
 
@@ -332,12 +339,17 @@ def load_genotype(spec: str) -> Genotype:
     if spec.startswith("{"):
         return _genotype_from_json_text(spec, "genotype JSON")
     path = Path(spec)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+        is_file = not is_dir and path.is_file()
+    except OSError:  # e.g. "File name too long": a long text that is no path (nor anything else we read)
+        is_dir = is_file = False
+    if is_dir:
         candidate = path / "genotype.json"
-        if not candidate.exists():
+        if not candidate.is_file():
             raise UsageError(f"{path} is a folder without genotype.json: not a finished search run")
-        path = candidate
-    if path.is_file():
+        path, is_file = candidate, True
+    if is_file:
         try:
             text = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
@@ -350,8 +362,9 @@ def load_genotype(spec: str) -> Genotype:
         return _genotype_from_json_text(text, str(path))
     if "/" in spec or "\\" in spec or spec.endswith((".json", ".txt")):
         raise UsageError(f"genotype file or folder not found: {spec}")
+    shown = spec if len(spec) <= 80 else spec[:60] + "..."
     raise UsageError(
-        f"unknown genotype {spec!r}: give a known name ({', '.join(KNOWN_GENOTYPES)}), a JSON file, "
+        f"unknown genotype {shown!r}: give a known name ({', '.join(KNOWN_GENOTYPES)}), a JSON file, "
         "a DARTS string or a search run folder"
     )
 

@@ -120,7 +120,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_download(args: argparse.Namespace) -> int:
     from rarts.data import download
+    from rarts.data.download import check_timeout
 
+    check_timeout(args.timeout, "--timeout")
     folder = download(args.name, args.root, timeout=args.timeout)
     print(f"{args.name} ready in {folder}; use --data-dir {folder}")
     return 0

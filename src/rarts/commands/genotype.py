@@ -73,11 +73,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=space_params_command)
 
 
-def _check_size(channels: int, cells: int) -> None:
+# The final network puts reduction cells at cells//3 and 2*cells//3 and its auxiliary head after the second:
+# with fewer than 3 cells that head gets the wrong feature size (2 builds, but only of reduction cells).
+# `rarts train` (layers) and `rarts bench` refuse the same.
+MIN_FINAL_CELLS = 3
+
+
+def _check_size(channels: int, cells: int, min_cells: int = 1) -> None:
     if channels < 2 or channels % 2:
         raise UsageError(f"--channels must be a positive even number (reductions halve it), got {channels}")
     if cells < 1:
         raise UsageError(f"--cells must be at least 1, got {cells}")
+    if cells < min_cells:
+        raise UsageError(
+            f"--cells {cells}: a final network needs at least {min_cells} cells (two of them reduction cells)"
+        )
 
 
 def show_command(args: argparse.Namespace) -> int:
@@ -112,7 +122,7 @@ def params_command(args: argparse.Namespace) -> int:
     genotype = load_genotype(args.genotype)
     channels = args.channels if args.channels is not None else DEFAULT_SIZES[args.dataset][0]
     cells = args.cells if args.cells is not None else DEFAULT_SIZES[args.dataset][1]
-    _check_size(channels, cells)
+    _check_size(channels, cells, min_cells=MIN_FINAL_CELLS)
     model = build_network(genotype, args.dataset, C=channels, layers=cells, auxiliary=True)
     input_size = INPUT_SIZES[args.dataset]
     result = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import sys
 import tarfile
@@ -60,11 +61,19 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> None:
+def check_timeout(timeout: float, name: str = "timeout") -> None:
+    """A positive, finite number of seconds (0 would make the socket non-blocking, a negative one is refused)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise UsageError(f"{name} must be a positive number of seconds, got {timeout}")
+
+
+def fetch(
+    url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True, advice: str | None = None
+) -> None:
     """Stream `url` into `dest` through a temporary file; any network failure is a one-line RunFailed.
 
     `timeout` bounds the connection and every read, so an offline machine or a stalled server fails
-    within that many seconds instead of hanging.
+    within that many seconds instead of hanging. `advice` replaces the default hint after the reason.
     """
     from tqdm import tqdm
 
@@ -81,10 +90,11 @@ def fetch(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S, progress: bo
     except (urllib.error.URLError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
-        raise RunFailed(
-            f"could not download {url} ({' '.join(str(reason).split())}); offline? copy {dest.name} into"
-            f" {dest.parent} and run again, or pass --data-dir to an existing copy"
-        ) from e
+        if advice is None:
+            advice = (
+                f"offline? copy {dest.name} into {dest.parent} and run again, or pass --data-dir to an existing copy"
+            )
+        raise RunFailed(f"could not download {url} ({' '.join(str(reason).split())}); {advice}") from e
     tmp.replace(dest)
 
 
@@ -135,6 +145,7 @@ def download(name: str, root: str | Path, timeout: float = CONNECT_TIMEOUT_S, pr
     """
     if name not in ARCHIVES:
         raise UsageError(f"unknown archive {name!r}: choose from {', '.join(ARCHIVES)}")
+    check_timeout(timeout)
     spec = ARCHIVES[name]
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
@@ -142,8 +153,15 @@ def download(name: str, root: str | Path, timeout: float = CONNECT_TIMEOUT_S, pr
     if all((final / f).is_file() for f in spec.files):
         return final
     archive = root / spec.filename
-    if not archive.is_file() or md5sum(archive) != spec.md5:
-        fetch(spec.url, archive, timeout=timeout, progress=progress)
+    existing = md5sum(archive) if archive.is_file() else None
+    if existing != spec.md5:
+        advice = None
+        if existing is not None:  # a damaged or wrong copy: the download would have replaced it
+            advice = (
+                f"the {spec.filename} already in {root} has MD5 {existing}, not the expected {spec.md5}: "
+                f"replace it with a good copy and run again"
+            )
+        fetch(spec.url, archive, timeout=timeout, progress=progress, advice=advice)
     digest = md5sum(archive)
     if digest != spec.md5:
         archive.unlink()

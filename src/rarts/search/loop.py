@@ -358,7 +358,10 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
     state.world = world
     if ckpt is not None:
         state.restore(ckpt)
-        say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
+        if state.epoch >= cfg.epochs:  # killed while writing the run's last files: only those are left to do
+            say(f"{run_dir}: the {cfg.epochs} epochs of {cfg.method} are done; writing the run's summary")
+        else:
+            say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
 
     from rarts.metrics_log import MetricsLogger
 
