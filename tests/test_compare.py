@@ -138,6 +138,99 @@ def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path):
     assert "| RARTS | 1 | 4.00 |" in md and "failed: search rarts seed 0" in md
 
 
+class RecordingRunner(cmp.InProcessRunner):
+    """The real settings (InProcessRunner's configs, validated as a real run's are), but no search or training runs:
+    a finished search folder is written at once."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def search(self, plan, method, seed, run_dir, resume):
+        self.calls.append(("search", method, seed))
+        make_search_run(run_dir, method, seed, alphas=False, config_extra=plan.search_overrides)
+
+    def train(self, plan, search_dir, seed, run_dir, resume):
+        self.calls.append(("train", search_dir.name, seed))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"train.subsett": "5"}, "unknown setting 'subsett'"),
+        ({"train.layers": "2"}, "layers=2: needs at least 3 cells"),
+        ({"train.epochs": "many"}, "setting epochs: expected an integer"),
+    ],
+)
+def test_training_settings_are_checked_before_the_first_search(tmp_path, overrides, message):
+    runner = RecordingRunner()
+    search, train = runner.split({"search.epochs": "1", **overrides})
+    plan = plan_for(tmp_path, train=True, search_overrides=search, train_overrides=train)
+    with pytest.raises(UsageError, match=message):
+        cmp.run_compare(plan, runner, known_methods=cmp.known_methods(), log=lambda s: None, report=False)
+    assert runner.calls == [] and not plan.out.exists()  # refused before days of searching, and nothing written
+
+
+def test_training_settings_are_checked_without_the_search_folders(tmp_path):
+    runner = RecordingRunner()  # the training config names a search folder that does not exist yet: that is fine
+    search, train = runner.split({"search.epochs": "1", "train.epochs": "1", "tensorboard": "false"})
+    plan = plan_for(
+        tmp_path, methods=("rarts",), seeds=(0,), train=True, search_overrides=search, train_overrides=train
+    )
+    cmp.run_compare(plan, runner, known_methods=cmp.known_methods(), log=lambda s: None, report=False)
+    assert runner.calls == [("search", "rarts", 0), ("train", "rarts-seed0", 0)]
+
+
+def test_training_settings_without_train_are_refused(tmp_path):
+    runner = RecordingRunner()
+    search, train = runner.split({"search.epochs": "5", "train.epochs": "20"})
+    plan = plan_for(tmp_path, search_overrides=search, train_overrides=train)
+    with pytest.raises(UsageError, match=r"^setting epochs=20 applies only to the training .*add --train") as e:
+        cmp.run_compare(plan, runner, known_methods=cmp.known_methods(), log=lambda s: None, report=False)
+    assert "\n" not in str(e.value) and runner.calls == [] and not plan.out.exists()
+    search, train = runner.split({"auxiliary": "false"})  # a bare key only the training has
+    with pytest.raises(UsageError, match="setting auxiliary=false applies only to the training"):
+        cmp.run_compare(plan_for(tmp_path, train_overrides=train), runner, log=lambda s: None, report=False)
+    # A bare key both stages have reaches both with one value: the search's, so it is taken without --train.
+    search, train = runner.split({"tensorboard": "false", "search.epochs": "1"})
+    plan = plan_for(tmp_path, methods=("rarts",), seeds=(0,), search_overrides=search, train_overrides=train)
+    cmp.run_compare(plan, runner, known_methods=cmp.known_methods(), log=lambda s: None, report=False)
+    assert runner.calls == [("search", "rarts", 0)]
+
+
+def test_a_refused_command_is_not_recorded(tmp_path):
+    runner = RecordingRunner()
+    bad = plan_for(tmp_path, search_overrides={"epochs": "nope"})
+    with pytest.raises(UsageError, match="expected an integer"):
+        cmp.run_compare(bad, runner, known_methods=cmp.known_methods(), report=False, command="rarts compare (bad)")
+    assert not bad.out.exists()  # a refused first command leaves no folder behind
+
+    plan = plan_for(tmp_path, methods=("rarts",), seeds=(0, 1), search_overrides={"epochs": "3"})
+    cmp.run_compare(plan, FakeRunner(), log=lambda s: None, report=False, command="rarts compare (good)")
+    recorded = (plan.out / "compare.json").read_text()
+    bad = plan_for(tmp_path, methods=("rarts",), seeds=(0, 1), search_overrides={"epochs": "nope"})
+    with pytest.raises(UsageError, match="expected an integer"):
+        cmp.run_compare(bad, runner, known_methods=cmp.known_methods(), report=False, command="rarts compare (bad)")
+    assert (plan.out / "compare.json").read_text() == recorded
+
+    # Seed 2 is new, seed 0 finished with other settings: refused before seed 2's search starts, and not recorded.
+    other = plan_for(tmp_path, methods=("rarts",), seeds=(2, 0), search_overrides={"epochs": "5"})
+    fake = FakeRunner()
+    with pytest.raises(UsageError, match="rarts-seed0 was run with other settings"):
+        cmp.run_compare(other, fake, log=lambda s: None, report=False, command="rarts compare (other)")
+    assert fake.calls == [] and not (plan.out / "search" / "rarts-seed2").exists()
+    assert (plan.out / "compare.json").read_text() == recorded
+    assert json.loads(recorded)["commands"] == ["rarts compare (good)"]
+
+
+def test_too_many_seeds_are_refused(tmp_path):
+    assert len(cmp.parse_seeds("0-999")) == cmp.MAX_SEEDS == 1000
+    for text in ("0-1000", "0-999,1000", "0-100000000", "5,0-99999999999999999999"):  # refused at once, not expanded
+        with pytest.raises(UsageError, match=r"^--seeds: .*at most 1000 seeds"):
+            cmp.parse_seeds(text)
+    with pytest.raises(UsageError, match="at most 1000 seeds"):
+        cmp.run_compare(plan_for(tmp_path, seeds=tuple(range(1001))), FakeRunner(), report=False)
+
+
 # ---- the real search loop and training, end to end ---------------------------------------------------------------
 
 TINY = {

@@ -210,7 +210,7 @@ def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
         (["colour=red"], "unknown setting 'colour'"),
         (["lr=inf"], "setting lr: must be a finite number"),
         (["beta=inf"], "setting beta: must be a finite number"),
-        (["lam=nan"], "setting lam: expected a number, got 'nan'"),
+        (["lam=nan"], "setting lam: must be a finite number, got nan"),
         (["epochs=inf"], "setting epochs: expected an integer, got 'inf'"),
         (["epochs=nan"], "setting epochs: expected an integer, got 'nan'"),
     ],

@@ -18,6 +18,10 @@ Resuming: run the same command again. A finished run (summary.json / result.json
 its saved settings are the ones this comparison asks for (a folder searched with other settings is refused
 rather than mixed in); a started run (a checkpoint) is resumed; a run that fails (RunFailed) is recorded and the
 others go on, and the command then exits 1 after writing the report of what finished.
+
+Every check (the plan, every stage's settings, the settings of every finished run) comes before the first run and
+before compare.json is written: a comparison takes days on the paper preset, so a typo must not surface only when
+the training is reached, and a refused command must leave the folder as it was.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from rarts.report import METHOD_ORDER, RESULT_FILE, SUMMARY_FILE
 from rarts.utils import read_json, write_json
 
 PLAN_FILE = "compare.json"
+
+# More seeds than anyone runs (each is a search per method): a range like 0-100000000 is a slip, and expanding it
+# would hang the command before it said anything.
+MAX_SEEDS = 1000
 
 
 @dataclass
@@ -64,6 +72,19 @@ class ComparePlan:
             raise UsageError("--seeds: a seed is named twice")
         if any(s < 0 for s in self.seeds):
             raise UsageError("--seeds: seeds must be >= 0")
+        if len(self.seeds) > MAX_SEEDS:
+            raise UsageError(f"--seeds: {len(self.seeds)} seeds; a comparison takes at most {MAX_SEEDS} seeds")
+        if not self.train:
+            # Without --train no training runs, so a setting that reaches only the training would be ignored without
+            # a word. A bare key that both stages know reaches both with one value, the search's too: that one is
+            # taken (train.key=v with the same search.key=v cannot be told from it, and is as harmless).
+            only = [k for k, v in self.train_overrides.items() if self.search_overrides.get(k) != v]
+            if only:
+                key, value = only[0], self.train_overrides[only[0]]
+                raise UsageError(
+                    f"setting {key}={value} applies only to the training (train.{key}), which runs only with "
+                    "--train: add --train, or leave the setting out"
+                )
 
     def command_line(self) -> str:
         """The `rarts compare` command that runs this plan (bare overrides written with their stage prefix)."""
@@ -93,19 +114,23 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0,1,2' -> (0, 1, 2); 'a-b' is the range a..b inclusive."""
+    """'0,1,2' -> (0, 1, 2); 'a-b' is the range a..b inclusive. More than MAX_SEEDS seeds is a UsageError, raised
+    before a range is expanded."""
     seeds: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
+            lo, hi = part.split("-", 1) if "-" in part[1:] else (part, part)
+            lo, hi = int(lo), int(hi)
         except ValueError:
             raise UsageError(f"--seeds: {part!r} is not an integer or a range a-b") from None
+        count = len(seeds) + max(0, hi - lo + 1)  # counted, not len(range): that overflows past 2**63
+        if count > MAX_SEEDS:
+            raise UsageError(
+                f"--seeds: {text.strip()!r} names {count} seeds; a comparison takes at most {MAX_SEEDS} seeds"
+            )
+        seeds.extend(range(lo, hi + 1))
     return tuple(seeds)
 
 
@@ -218,6 +243,31 @@ def check_same_settings(job: Job, expected: dict[str, Any], free: frozenset[str]
         )
 
 
+def expected_config(plan: ComparePlan, runner: Runner, job: Job) -> dict[str, Any]:
+    """The config `job` runs with (the runner builds and validates it)."""
+    if job.stage == "search":
+        return runner.search_config(plan, job.method, job.seed)
+    return runner.train_config(plan, job.search_dir, job.seed)
+
+
+def check_plan(plan: ComparePlan, runner: Runner, todo: Sequence[Job]) -> None:
+    """Refuse, before anything runs or is written, what would otherwise be refused only when its job is reached:
+    a setting either stage rejects, and a finished run with other settings.
+
+    Every stage's config is built once per method (the seed changes no setting's validity, and building one for
+    each of hundreds of seeds would take seconds). A training config names its search folder as the genotype; the
+    folder need not exist yet, as the genotype, the one thing not known before the search, is read only when the
+    training starts (and is a free setting when a finished training is checked)."""
+    for method in plan.methods:
+        seed = plan.seeds[0]
+        runner.search_config(plan, method, seed)
+        if plan.train:
+            runner.train_config(plan, plan.out / "search" / run_name(method, seed), seed)
+    for job in todo:
+        if job_state(job, runner) == "done":
+            check_same_settings(job, expected_config(plan, runner, job), runner.free_settings(job.stage))
+
+
 def record_plan(plan: ComparePlan, command: str) -> list[str]:
     """Write compare.json (the plan, and the command lines that worked on this folder); return those lines."""
     path = plan.out / PLAN_FILE
@@ -244,24 +294,21 @@ def run_compare(
     from rarts.report import report_from_folders
 
     plan.validate(known_methods)
+    todo = jobs(plan)
+    check_plan(plan, runner, todo)
+    # Only a command that passed every check is recorded (compare.json: the command lines that worked on the folder).
     plan.out.mkdir(parents=True, exist_ok=True)
     commands = record_plan(plan, command if command is not None else plan.command_line())
     outcome = CompareOutcome()
     failed_searches: set[Path] = set()
-    todo = jobs(plan)
     for i, job in enumerate(todo, 1):
         tag = f"[{i}/{len(todo)}] {job.name}"
         if job.stage == "train" and job.search_dir in failed_searches:
             outcome.failed.append(f"{job.name}: not run, its search failed")
             log(f"{tag}: not run, its search failed")
             continue
-        if job.stage == "search":
-            expected = runner.search_config(plan, job.method, job.seed)
-        else:
-            expected = runner.train_config(plan, job.search_dir, job.seed)
         state = job_state(job, runner)
-        if state == "done":
-            check_same_settings(job, expected, runner.free_settings(job.stage))
+        if state == "done":  # its settings were checked by check_plan
             outcome.skipped.append(job.name)
             log(f"{tag}: finished before, skipped ({job.run_dir})")
             continue

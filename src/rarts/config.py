@@ -81,12 +81,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return int(f)
     if annotation is float:
         try:
-            f = float(value)
+            return float(value)
         except (TypeError, ValueError):
             raise UsageError(f"setting {name}: expected a number, got {value!r}") from None
-        if math.isnan(f):
-            raise UsageError(f"setting {name}: expected a number, got {value!r}")
-        return f
     if annotation is str:
         return str(value)
     return value
