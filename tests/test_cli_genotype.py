@@ -59,6 +59,8 @@ def test_params_imagenet_defaults(capsys):
 
 
 def test_params_readable(capsys):
+    assert main(["genotype", "params", "DARTS_V1", "--channels", "7", "--cells", "5"]) == 0  # CIFAR: any C
+    capsys.readouterr()
     assert main(["genotype", "params", "DARTS_V1", "--channels", "8", "--cells", "5"]) == 0
     out = capsys.readouterr().out
     assert "8 channels, 5 cells" in out and "parameters (auxiliary head excluded)" in out
@@ -80,7 +82,8 @@ def test_space_params(capsys):
         (["genotype", "show", V2.to_darts_string().replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 6)")], "input 6"),
         (["genotype", "show", "BAD_JSON"], "neither JSON nor a DARTS genotype string"),
         (["genotype", "show", "BAD_OP_JSON"], "unknown op 'conv_1x1'"),
-        (["genotype", "params", "DARTS_V2", "--channels", "7"], "--channels"),
+        (["genotype", "params", "DARTS_V2", "--channels", "0"], "--channels"),
+        (["genotype", "params", "DARTS_V2", "--dataset", "imagenet", "--channels", "7"], "an even number of channels"),
         (["genotype", "params", "DARTS_V2", "--dataset", "mnist"], "invalid choice"),
         (["space", "params", "--cells", "0"], "--cells"),
         (["genotype", "params", "DARTS_V2", "--cells", "1"], "needs at least 3 cells"),

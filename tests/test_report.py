@@ -220,6 +220,16 @@ def test_settings_that_differ_are_noted(tmp_path):
     assert rep.settings_differences(runs) == ["epochs (3, 5)"]  # method, seed and data_dir may differ
 
 
+def test_runs_of_different_settings_are_flagged_above_table_1(tmp_path, capsys):
+    a = make_search_run(tmp_path / "a", "darts1", 0, config_extra={"epochs": 3}, alphas=False)
+    b = make_search_run(tmp_path / "b", "darts1", 1, config_extra={"epochs": 5}, alphas=False)
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "rep"), "--toy-steps", "200"]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert text.index("**Warning:** the runs differ in settings other than method and seed (epochs (3, 5))") < (
+        text.index("## Table 1")
+    )
+
+
 # ---- refusals -----------------------------------------------------------------------------------------------------
 
 

@@ -502,3 +502,10 @@ def test_out_of_memory_and_a_non_finite_loss_fail_with_advice(tmp_path, sets, mo
     monkeypatch.setattr(rarts.train, "train_one_epoch", diverged)
     with pytest.raises(RunFailed, match=r"became nan in epoch 1/3; no checkpoint had been written yet"):
         train(tiny_config(), tmp_path / "nan", sets=sets, log=silent)
+
+
+def test_epochs_flag_reaches_the_settings(capsys, tmp_path):
+    err = one_line_error(capsys, ["train", "--genotype", "DARTS_V2", "--epochs", "0", "--out", str(tmp_path / "r")])
+    assert "epochs" in err
+    assert not (tmp_path / "r").exists()
+    assert "--threads 0" in one_line_error(capsys, ["evaluate", "--checkpoint", str(tmp_path), "--threads", "0"])

@@ -116,3 +116,19 @@ def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
     assert main(["genotype", "plot", "DARTS_V2", "--out", str(a_file / "cells.svg")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rarts: error: Not a directory: ") and str(a_file) in err and err.count("\n") == 1
+
+
+def test_every_subcommand_says_what_it_does():
+    import argparse
+
+    from rarts.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [f"{path} {name}"] * (not sub.description) + walk(sub, f"{path} {name}")
+        return found
+
+    assert walk(build_parser(), "rarts") == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rarts.errors import UsageError
 from rarts.genotype import Genotype
 from rarts.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
@@ -171,8 +172,15 @@ def build_network(
     auxiliary: bool = True,
     num_classes: int | None = None,
 ) -> nn.Module:
-    """The final network for `dataset` (cifar10, cifar100, cifar10-mini, imagenet, folder) with the paper's sizes."""
+    """The final network for `dataset` (cifar10, cifar100, cifar10-mini, imagenet, folder) with the paper's sizes.
+
+    The ImageNet network needs an even C: its first cell follows the stem's reduction, so a FactorizedReduce halves
+    C there (the CIFAR network takes any C; its FactorizedReduces see doubled channel counts only)."""
     if dataset == "imagenet":
+        if C is not None and C % 2:
+            raise UsageError(
+                f"the ImageNet network needs an even number of channels (a FactorizedReduce halves it), got {C}"
+            )
         return NetworkImageNet(C or 48, num_classes or 1000, layers or 14, auxiliary, genotype)
     classes = num_classes or (100 if dataset == "cifar100" else 10)
     return NetworkCIFAR(C or 36, classes, layers or 20, auxiliary, genotype)

@@ -922,6 +922,12 @@ def build_report(
         + f", {sum(r.train is not None for r in runs)} of them trained from scratch. Made by rarts {__version__}."
     )
 
+    if differing:  # said again above the table it affects: its means mix runs of different settings
+        doc.p(
+            "**Warning:** the runs differ in settings other than method and seed ("
+            + "; ".join(differing)
+            + "), so the means and deviations below mix them. Report such runs separately."
+        )
     doc.h(2, "Table 1: test error, parameters, search cost")
     headers, table = _table1(methods)
     doc.table(headers, table)

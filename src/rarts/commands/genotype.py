@@ -80,8 +80,8 @@ MIN_FINAL_CELLS = 3
 
 
 def _check_size(channels: int, cells: int, min_cells: int = 1) -> None:
-    if channels < 2 or channels % 2:
-        raise UsageError(f"--channels must be a positive even number (reductions halve it), got {channels}")
+    if channels < 1:
+        raise UsageError(f"--channels must be a positive number, got {channels}")
     if cells < 1:
         raise UsageError(f"--cells must be at least 1, got {cells}")
     if cells < min_cells:

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", help="quick or paper (default: paper; with --resume, the checkpoint's settings)")
     t.add_argument("--out", help="run folder (default: runs/train-<genotype>-<date>-<time>)")
     t.add_argument("--seed", type=int, help="random seed (default: 0)")
+    t.add_argument("--epochs", type=int, help="epochs (default: the preset's; the same as epochs=N)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=10 init_channels=16")
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data-dir", dest="data_dir", help="dataset folder (default: the training run's)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--batch-size", dest="batch_size", type=int, default=256, help="images per batch (default: 256)")
+    e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is fastest on small CPUs)")
     e.add_argument(
         "--amp", choices=("auto", "off", "bf16", "fp16"), help="autocast precision (default: the training run's)"
     )
@@ -88,6 +90,7 @@ def train_command(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     flags = {"genotype": args.genotype, "dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed}
     flags["device"] = args.device
+    flags["epochs"] = args.epochs
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out: the run folder to continue")
@@ -121,6 +124,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     path = _checkpoint_path(args.checkpoint)
     r = evaluate_checkpoint(path, args.dataset, args.data_dir, args.device, args.batch_size, amp=args.amp)
     if args.json:
