@@ -212,12 +212,9 @@ def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
 
 def is_out_of_memory(e: BaseException) -> bool:
     """Whether `e` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(e, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+    if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
-    text = str(e)
-    return isinstance(e, (RuntimeError, MemoryError)) and (
-        isinstance(e, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
-    )
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "not enough memory" in str(e))
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -77,12 +77,11 @@ class MethodSettings:
     sweep: str = "gauss-seidel"  # RARTS: eq. (4) line by line, or "jacobi" (every gradient at the current point)
 
     def validate(self) -> None:
-        for name in ("lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_weight_decay", "lam", "beta"):
-            if not math.isfinite(getattr(self, name)):  # (grad_clip may be inf: no clipping)
-                raise UsageError(f"setting {name}: must be a finite number, got {getattr(self, name)}")
-        for name in ("y_lr", "y_lr_min", "xi"):
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
-                raise UsageError(f"setting {name}: must be a finite number, got {getattr(self, name)}")
+        finite = ("lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_weight_decay", "lam", "beta")
+        for name in finite + ("y_lr", "y_lr_min", "xi"):  # (grad_clip may be inf: no clipping)
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"setting {name}: must be a finite number, got {value}")
         for name in ("lr", "arch_lr"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"setting {name}: must be positive, got {getattr(self, name)}")
