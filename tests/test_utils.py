@@ -132,3 +132,20 @@ def test_every_subcommand_says_what_it_does():
         return found
 
     assert walk(build_parser(), "rarts") == []
+
+
+def test_an_unknown_setting_suggests_the_known_one_it_resembles():
+    @dataclasses.dataclass
+    class Settings:
+        init_channels: int = 16
+        layers: int = 8
+        lam: float = 1.0
+
+    with pytest.raises(UsageError, match=r"unknown setting 'channels' \(did you mean init_channels\?\)"):
+        build_config(Settings, {"channels": "8"})
+    with pytest.raises(UsageError, match=r"unknown setting 'cells' \(did you mean layers\?\)"):
+        build_config(Settings, {"cells": "8"})
+    with pytest.raises(UsageError, match=r"unknown setting 'lamda' \(did you mean lam\?\)"):
+        build_config(Settings, {"lamda": "2"})
+    with pytest.raises(UsageError, match=r"unknown setting 'colour'; known: init_channels, lam, layers$"):
+        build_config(Settings, {"colour": "red"})

@@ -89,6 +89,20 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+# The same thing named differently by the search and the training settings (DARTS's names: the supernet has
+# `channels`, the final network `init_channels`; both count cells as `layers`).
+_OTHER_NAMES = {"channels": "init_channels", "init_channels": "channels", "cells": "layers", "epoch": "epochs"}
+
+
+def _suggestion(key: str, fields: set[str]) -> str:
+    """' (did you mean X?)' for an unknown setting that names a known one differently or misspells it, else ''."""
+    import difflib
+
+    other = _OTHER_NAMES.get(key)
+    guess = other if other in fields else next(iter(difflib.get_close_matches(key, sorted(fields), n=1)), None)
+    return f" (did you mean {guess}?)" if guess else ""
+
+
 def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
     """Build dataclass `cls` from dict layers (later layers win), type-checking and rejecting unknown keys."""
     hints = typing.get_type_hints(cls)
@@ -99,7 +113,9 @@ def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
             if value is None:  # an unset command-line flag: keep the earlier layer's value
                 continue
             if key not in fields:
-                raise UsageError(f"unknown setting {key!r}; known: {', '.join(sorted(fields))}")
+                raise UsageError(
+                    f"unknown setting {key!r}{_suggestion(key, fields)}; known: {', '.join(sorted(fields))}"
+                )
             values[key] = _coerce(key, value, hints[key])
     cfg = cls(**values)
     validate = getattr(cfg, "validate", None)
