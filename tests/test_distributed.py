@@ -205,6 +205,9 @@ def _runs_on_ranks(rank: int, out: str) -> None:
     results = [train(tcfg, out / "train-whole", sets=_train_sets(), log=lambda s: None)]
     assert train(tcfg, out / "train-stopped", stop_after=1, sets=_train_sets(), log=lambda s: None) is None
     results.append(train(tcfg, out / "train-stopped", resume=True, sets=_train_sets(), log=lambda s: None))
+    # An auxiliary head with weight 0 would get no gradient, which DistributedDataParallel refuses: none is built.
+    no_aux = make_config("quick", {**TINY_TRAIN, "auxiliary_weight": 0, "epochs": 1}, {"genotype": "DARTS_V2"})
+    assert train(no_aux, out / "train-no-aux", sets=_train_sets(), log=lambda s: None) is not None
     torch.save({"summaries": summaries, "results": results}, out / f"runs-rank{rank}.pt")
 
 

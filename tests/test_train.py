@@ -509,3 +509,12 @@ def test_epochs_flag_reaches_the_settings(capsys, tmp_path):
     assert "epochs" in err
     assert not (tmp_path / "r").exists()
     assert "--threads 0" in one_line_error(capsys, ["evaluate", "--checkpoint", str(tmp_path), "--threads", "0"])
+
+
+def test_no_auxiliary_head_is_built_when_its_loss_has_no_weight(tmp_path, sets):
+    train(tiny_config(epochs=1, auxiliary_weight=0.0), tmp_path, sets=sets, log=silent)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["network"]["auxiliary"] is False
+    assert not any(key.startswith("auxiliary_head") for key in ckpt["model"])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["params_with_auxiliary"] == result["params"]

@@ -93,6 +93,13 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
 
+    @property
+    def builds_auxiliary(self) -> bool:
+        """Whether the network gets its auxiliary head: only when its loss counts (auxiliary_weight > 0). A head
+        that no loss reaches would be dead weight, and DistributedDataParallel refuses parameters without a
+        gradient."""
+        return self.auxiliary and self.auxiliary_weight > 0
+
     def validate(self) -> None:
         from rarts.data import DATASETS
 
@@ -450,7 +457,7 @@ def network_spec(cfg: TrainConfig, data: Data, kind: str) -> dict[str, Any]:
         "dataset": cfg.dataset,
         "C": cfg.init_channels,
         "layers": cfg.layers,
-        "auxiliary": cfg.auxiliary,
+        "auxiliary": cfg.builds_auxiliary,
         "num_classes": data.num_classes,
         "input_size": data.input_size,
         "mean": list(data.mean),
@@ -570,7 +577,7 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
     seed_everything(cfg.seed)
     data = make_data(cfg, device, channels_last, sets, world.rank, world.world_size)
     kind = network_kind(data.input_size)
-    net = make_model(genotype, kind, cfg.init_channels, cfg.layers, cfg.auxiliary, data.num_classes, device)
+    net = make_model(genotype, kind, cfg.init_channels, cfg.layers, cfg.builds_auxiliary, data.num_classes, device)
     params = count_params(net)
     mult_adds = count_mult_adds(net, (3, data.input_size, data.input_size))
     if channels_last:
