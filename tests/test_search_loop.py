@@ -213,6 +213,8 @@ def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
         (["lam=nan"], "setting lam: must be a finite number, got nan"),
         (["epochs=inf"], "setting epochs: expected an integer, got 'inf'"),
         (["epochs=nan"], "setting epochs: expected an integer, got 'nan'"),
+        (["latency_weight=nan"], "setting latency_weight: must be a finite number >= 0, got nan"),
+        (["--latency-weight", "inf"], "setting latency_weight: must be a finite number >= 0, got inf"),
     ],
 )
 def test_invalid_settings_exit_2_before_any_work(tmp_path, capsys, extra, needle):

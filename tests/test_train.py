@@ -518,3 +518,23 @@ def test_no_auxiliary_head_is_built_when_its_loss_has_no_weight(tmp_path, sets):
     assert not any(key.startswith("auxiliary_head") for key in ckpt["model"])
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["params_with_auxiliary"] == result["params"]
+
+
+def test_export_never_overwrites_the_checkpoint_or_a_run_file(finished_run, tmp_path, capsys):
+    run, _, _ = finished_run
+    for out in (run / "checkpoint.pt", run / "result"):  # the model file, or its <out>.json, lands on a run file
+        err = one_line_error(capsys, ["export", "--checkpoint", str(run), "--format", "torchscript", "--out", str(out)])
+        assert "--out" in err
+    model = tmp_path / "model.pt"
+    argv = ["export", "--checkpoint", str(run), "--format", "torchscript", "--out", str(model)]
+    assert main(argv) == 0 and main(argv) == 0  # an earlier export is replaced
+    assert json.loads((tmp_path / "model.pt.json").read_text())["check_max_abs_diff"] == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.pt.json"]  # no partial file left
+
+
+def test_a_finished_run_whose_result_was_overwritten_gets_it_back(tmp_path, sets):
+    cfg = tiny_config(epochs=1)
+    first = train(cfg, tmp_path, sets=sets, log=silent)
+    (tmp_path / "result.json").write_text('{"format": "torchscript"}')
+    again = train(cfg, tmp_path, resume=True, sets=sets, log=silent)
+    assert again["test_top1_error"] == first["test_top1_error"] and again["params"] == first["params"]

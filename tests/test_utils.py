@@ -149,3 +149,12 @@ def test_an_unknown_setting_suggests_the_known_one_it_resembles():
         build_config(Settings, {"lamda": "2"})
     with pytest.raises(UsageError, match=r"unknown setting 'colour'; known: init_channels, lam, layers$"):
         build_config(Settings, {"colour": "red"})
+
+
+def test_read_json_names_a_file_that_is_no_json_text(tmp_path):
+    binary = tmp_path / "weights.pt"
+    binary.write_bytes(b"PK\x03\x04\x80\x81")
+    with pytest.raises(UsageError, match=r"weights.pt is not a JSON text file \(not UTF-8 at byte 4\)"):
+        read_json(binary)
+    with pytest.raises(UsageError, match="is a folder, not a JSON file"):
+        read_json(tmp_path)

@@ -13,6 +13,7 @@ exported file is loaded back and its outputs are compared with the eager model's
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,30 @@ def export_torchscript(model: LogitsOnly, example: torch.Tensor, out: Path) -> N
         with torch.no_grad():
             traced = torch.jit.trace(model, example)
         traced.save(str(out))
+
+
+# What `<out>.json` of an earlier export holds: only such a pair of files may be overwritten by a new export.
+_EXPORT_RECORD_KEYS = ("format", "file", "check_max_abs_diff")
+
+
+def check_export_target(out: Path, checkpoint: Path) -> None:
+    """Refuse an --out that would overwrite the checkpoint being exported, or files that are not an earlier
+    export (a run folder's result.json, config.json, ... by way of `<out>.json`): only an earlier export of rarts,
+    recognised by its `<out>.json`, is replaced."""
+    record = out.with_name(out.name + ".json")
+    if out.exists() and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name")
+    for path in (out, record):
+        if path.exists() and path.resolve() == checkpoint.resolve():
+            raise UsageError(f"--out {out} would overwrite the checkpoint being exported ({checkpoint})")
+    if out.exists() or record.exists():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if not (isinstance(previous, dict) and all(k in previous for k in _EXPORT_RECORD_KEYS)):
+            taken = out if out.exists() else record
+            raise UsageError(f"--out {out}: {taken} exists and is no earlier export of rarts; give another file name")
 
 
 def export_onnx(model: LogitsOnly, example: torch.Tensor, out: Path) -> None:
@@ -103,8 +128,8 @@ def export_checkpoint(
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name")
+    ckpt_path = Path(checkpoint)
+    check_export_target(out, ckpt_path / "checkpoint.pt" if ckpt_path.is_dir() else ckpt_path)
     ckpt = load_checkpoint(checkpoint)
     spec = ckpt["network"]
     model = inference_model(model_from_checkpoint(ckpt, torch.device("cpu"), source=str(checkpoint)))
@@ -112,10 +137,12 @@ def export_checkpoint(
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(check_batch, 3, size, size, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "torchscript":
-        export_torchscript(model, example, out)
-    else:
-        export_onnx(model, example, out)
+    partial = out.with_name(f".{out.name}.partial")  # renamed to `out` once whole: no half-written model file
+    try:
+        (export_torchscript if fmt == "torchscript" else export_onnx)(model, example, partial)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     check = torch.randn(check_batch + 1, 3, size, size, generator=gen)  # another batch size than the trace's
     with torch.no_grad():
         eager = model(check)

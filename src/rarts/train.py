@@ -562,8 +562,11 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
             cfg = dataclasses.replace(cfg, genotype=ckpt["config"]["genotype"])  # keep the run's record as it was
         _check_resumable(cfg, ckpt["config"], genotype, ckpt, ckpt_path)
         if ckpt["epoch"] >= cfg.epochs and (run_dir / "result.json").is_file():
-            say(f"{run_dir}: the training has finished already")
-            return read_json(run_dir / "result.json")
+            done = read_json(run_dir / "result.json")
+            if isinstance(done, dict) and "test_top1_error" in done:
+                say(f"{run_dir}: the training has finished already")
+                return done
+            # A result.json that is not the run's (overwritten, cut short): written again from the checkpoint.
     else:
         genotype = load_genotype(cfg.genotype)
 

@@ -96,6 +96,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UsageError(f"file not found: {path}") from e
     except json.JSONDecodeError as e:
         raise UsageError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}") from e
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not a JSON text file (not UTF-8 at byte {e.start})") from e
+    except IsADirectoryError as e:
+        raise UsageError(f"{path} is a folder, not a JSON file") from e
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

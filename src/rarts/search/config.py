@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -89,8 +90,8 @@ class SearchConfig:
             raise UsageError(f"setting image_size: must be at least 4, got {self.image_size}")
         if not 0.0 < self.train_portion < 1.0:
             raise UsageError(f"setting train_portion: must lie strictly between 0 and 1, got {self.train_portion}")
-        if self.latency_weight < 0:
-            raise UsageError(f"setting latency_weight: must not be negative, got {self.latency_weight}")
+        if not 0 <= self.latency_weight < math.inf:  # (nan fails too)
+            raise UsageError(f"setting latency_weight: must be a finite number >= 0, got {self.latency_weight}")
         if self.latency_weight > 0 and not self.latency_table:
             raise UsageError("setting latency_weight needs latency_table, a table from `rarts latency measure`")
         self.method_settings().validate()
