@@ -363,3 +363,17 @@ def test_cli_figure_writes_files(capsys, tmp_path):
     csv_lines = (tmp_path / "fig" / "figure1_endpoints.csv").read_text().splitlines()
     assert csv_lines[0].startswith("panel,method,lam,beta,y0,alpha,w") and len(csv_lines) == 1 + 15
     assert (tmp_path / "fig" / "figure1_endpoints.md").read_text().count("\n") == 2 + 15
+
+
+@pytest.mark.parametrize("argv", [["--lr", "1e300"], ["--lam", "1e300"], ["--method", "darts2", "--xi", "1e300"]])
+def test_cli_overflowing_settings_report_divergence_in_strict_json(capsys, argv):
+    code, out, err = cli(capsys, "toy", "run", *argv, "--steps", "10", "--json")
+    assert code == 0, err
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    result = json.loads(out, parse_constant=refuse)  # no NaN or Infinity
+    assert result["diverged"] and result["divergence_reason"]
+    if result["steps"] == 0:
+        assert result["lagrangian_monotone"] is None

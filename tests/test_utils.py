@@ -158,3 +158,9 @@ def test_read_json_names_a_file_that_is_no_json_text(tmp_path):
         read_json(binary)
     with pytest.raises(UsageError, match="is a folder, not a JSON file"):
         read_json(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["latency", "measure"], ["bench", "search"]])
+def test_an_out_file_that_is_a_folder_is_refused_before_the_measurements(tmp_path, capsys, command):
+    assert main([*command, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"rarts: error: --out {tmp_path} is a folder; give a file name\n"

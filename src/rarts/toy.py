@@ -319,11 +319,16 @@ def iteration_matrix(s: ToySettings) -> list[list[float]]:
     return [[columns[j][i] - origin[i] for j in range(n)] for i in range(n)]
 
 
-def spectral_radius(s: ToySettings) -> float:
-    """Largest |eigenvalue| of the iteration matrix: the iteration converges from every start iff it is < 1."""
+def spectral_radius(s: ToySettings) -> float | None:
+    """Largest |eigenvalue| of the iteration matrix: the iteration converges from every start iff it is < 1.
+    None when the matrix itself overflows float64 (learning rates or weights near 1e300)."""
     import numpy as np
 
-    return float(np.max(np.abs(np.linalg.eigvals(np.array(iteration_matrix(s))))))
+    matrix = np.array(iteration_matrix(s))
+    if not np.isfinite(matrix).all():
+        return None
+    rho = float(np.max(np.abs(np.linalg.eigvals(matrix))))
+    return rho if math.isfinite(rho) else None
 
 
 # ---- running ------------------------------------------------------------------------------------------------------
@@ -417,7 +422,9 @@ def summarize(r: ToyRun) -> dict:
             reasons.append(
                 f"4*lam*beta - 2*lam - beta = {rarts_determinant(s.lam, s.beta):g} <= 0: L is unbounded below"
             )
-        reasons.append(f"spectral radius of the iteration {rho:.6g} > 1")
+        reasons.append(
+            f"spectral radius of the iteration {rho:.6g} > 1" if rho is not None else "its iteration matrix overflows"
+        )
         reason = "; ".join(reasons)
     return {
         "method": s.method,
@@ -428,7 +435,7 @@ def summarize(r: ToyRun) -> dict:
         "diverged": r.diverged,
         "converged": (not r.diverged) and residual < RESIDUAL_TOL,
         "residual": residual,
-        "lagrangian_monotone": r.lagrangian_monotone,
+        "lagrangian_monotone": r.lagrangian_monotone if r.steps else None,  # no step kept: nothing to judge
         "lagrangian": r.lagrangian[-1] if r.lagrangian is not None else None,
         "lagrangian_first_rise": r.first_lagrangian_rise,
         "equilibrium": eq,

@@ -214,6 +214,17 @@ def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
         raise UsageError(f"cannot create --out {run_dir}: {e.strerror or e}") from e
 
 
+def check_out_file(path: str | os.PathLike) -> None:
+    """Refuse, before the work that fills it, an output file that is a folder or whose folder cannot be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder of --out {path}: {e.strerror or e}") from e
+
+
 def is_out_of_memory(e: BaseException) -> bool:
     """Whether `e` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
     if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):

@@ -84,10 +84,12 @@ def _run(args: argparse.Namespace, methods: list[str], **extra) -> int:
 
     from rarts.bench import bench, format_report
     from rarts.errors import UsageError
-    from rarts.utils import pick_device, write_json
+    from rarts.utils import check_out_file, pick_device, write_json
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads: must be at least 1, got {args.threads}")
+    if args.out:
+        check_out_file(args.out)  # now, not after the measurements
     device = pick_device(args.device)
     result = bench(
         methods,

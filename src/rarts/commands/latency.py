@@ -146,11 +146,12 @@ def measure_command(args: argparse.Namespace) -> int:
     import time
 
     from rarts.latency import dataset_shape, describe_network, final_plan, measure_table, search_plan
-    from rarts.utils import pick_device
+    from rarts.utils import check_out_file, pick_device
 
     _check_timing(args)
     _positive("--final-channels", args.final_channels)
     _positive("--final-cells", args.final_cells)
+    check_out_file(args.out)  # now, not after minutes of timing
     device = pick_device(args.device)
     dtype = _dtype(args, device)
     plans = []

@@ -61,6 +61,10 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _radius(rho: float | None) -> str:
+    return "overflows float64" if rho is None else f"{rho:.6f}" if rho < 1e6 else f"{rho:.6g}"
+
+
 def format_table(result: dict) -> str:
     """A short readable report of one run."""
     from rarts.toy import METHOD_NAMES
@@ -91,7 +95,7 @@ def format_table(result: dict) -> str:
         lines.append(f"{'equilibrium':<14}" + "".join(num(eq[k]) for k in keys))
     status = "DIVERGED" if result["diverged"] else ("converged" if result["converged"] else "not converged")
     lines.append(
-        f"status: {status} (residual {result['residual']:.2e}, spectral radius {result['spectral_radius']:.6f})"
+        f"status: {status} (residual {result['residual']:.2e}, spectral radius {_radius(result['spectral_radius'])})"
     )
     if result["lagrangian_monotone"] is not None:
         lines.append(f"Lagrangian (eq. 2) descended at every step: {'yes' if result['lagrangian_monotone'] else 'no'}")
