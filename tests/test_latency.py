@@ -325,3 +325,16 @@ def test_search_refuses_a_table_that_misses_its_network(tmp_path, capsys):
     assert "latency_weight needs latency_table" in capsys.readouterr().err
     assert main(args + ["--latency-table", table, "--latency-weight", "-1", *TINY_SEARCH]) == 2
     assert "latency_weight: must be a finite number >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_cli_measure_takes_the_class_count_of_a_folder_dataset(tmp_path, capsys):
+    table = tmp_path / "t.json"
+    tiny = ["--repeats", "1", "--warmup", "0", "--threads", "1", "--clock", "cpu"]
+    size = ["--channels", "4", "--cells", "3", "--image-size", "8"]
+    argv = ["latency", "measure", *size, "--dataset", "folder", "--classes", "3", "--out", str(table), *tiny]
+    assert main(argv) == 0
+    capsys.readouterr()
+    keys = json.loads(table.read_text())["entries"]
+    assert any(key.startswith("head:") and key.endswith(">3") for key in keys)
+    assert main(["latency", "measure", "--network", "final", *size, "--out", str(tmp_path / "f.json")]) == 2
+    assert "--final-channels and --final-cells" in capsys.readouterr().err

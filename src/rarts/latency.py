@@ -413,6 +413,8 @@ def describe_network(desc: dict[str, Any]) -> str:
     if desc.get("dataset"):
         parts.append(str(desc["dataset"]))
     parts.append(f"C={desc.get('C', '?')} layers={desc.get('layers', '?')} {desc.get('image_size', '?')}px")
+    if desc.get("num_classes"):
+        parts.append(f"{desc['num_classes']} classes")
     return " ".join(parts)
 
 

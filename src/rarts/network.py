@@ -176,7 +176,7 @@ def build_network(
 
     The ImageNet network needs an even C: its first cell follows the stem's reduction, so a FactorizedReduce halves
     C there (the CIFAR network takes any C; its FactorizedReduces see doubled channel counts only)."""
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "folder"):  # image folders get the ImageNet network, as `rarts train` builds it
         if C is not None and C % 2:
             raise UsageError(
                 f"the ImageNet network needs an even number of channels (a FactorizedReduce halves it), got {C}"

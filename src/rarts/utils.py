@@ -122,6 +122,12 @@ def load_checkpoint_file(path: str | os.PathLike, fmt: str, version: int, kind: 
         reason = " ".join(str(e).split())[:200]
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        other = ckpt.get("format") if isinstance(ckpt, dict) else None
+        if other == "rarts-search-checkpoint" and kind == "train":
+            raise UsageError(
+                f"{path} is a search checkpoint, not a training one: train the cells it found first "
+                f"(rarts train --genotype {path.parent}) and use that run's checkpoint"
+            )
         raise UsageError(f"{path} is not a rarts {kind} checkpoint")
     if ckpt.get("version") != version:
         raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {version}")
@@ -208,10 +214,12 @@ def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
         if held is not None:
             hint = "pass --resume to continue it, or" if held.startswith(f"a {kind}") else "give"
             raise UsageError(f"{run_dir} already holds {held}: {hint} another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create --out {run_dir}: {e.strerror or e}") from e
+    ancestor = run_dir  # the folder is made when the run first writes; here only whether it can be
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = "is a file" if ancestor.exists() and not ancestor.is_dir() else "cannot be written"
+        raise UsageError(f"cannot create --out {run_dir}: {ancestor} {reason}")
 
 
 def check_out_file(path: str | os.PathLike) -> None:

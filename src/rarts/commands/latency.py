@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--cells", type=int, help="search network cells (default: the preset's)")
     m.add_argument("--image-size", dest="image_size", type=int, help="search network input size (default: preset's)")
     m.add_argument("--dataset", help="dataset deciding classes and final input size (default: preset's, or cifar10)")
+    m.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     m.add_argument("--final-channels", dest="final_channels", type=int, help="final network channels (default: 36)")
     m.add_argument("--final-cells", dest="final_cells", type=int, help="final network cells (default: 20)")
     m.add_argument("--out", default="latency_table.json", help="table file to write (default: latency_table.json)")
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--dataset", default="cifar10", help="dataset deciding the network's form (default: cifar10)")
     n.add_argument("--channels", type=int, help="channels (default: 36 on CIFAR, 48 on ImageNet)")
     n.add_argument("--cells", type=int, help="cells (default: 20 on CIFAR, 14 on ImageNet)")
+    n.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     n.add_argument("--table", help="also print this table's prediction and the measured/predicted ratio")
     n.add_argument("--json", action="store_true", help="print one JSON object")
     _timing_flags(n)
@@ -145,22 +147,28 @@ def measure_command(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from rarts.errors import UsageError
     from rarts.latency import dataset_shape, describe_network, final_plan, measure_table, search_plan
     from rarts.utils import check_out_file, pick_device
 
     _check_timing(args)
     _positive("--final-channels", args.final_channels)
     _positive("--final-cells", args.final_cells)
+    _positive("--classes", args.classes)
+    if args.network == "final" and (args.channels is not None or args.cells is not None):
+        raise UsageError(
+            "--channels and --cells size the search network; the final network's are --final-channels and --final-cells"
+        )
     check_out_file(args.out)  # now, not after minutes of timing
     device = pick_device(args.device)
     dtype = _dtype(args, device)
     plans = []
     if args.network in ("search", "both"):
         C, layers, image_size, dataset = search_network_size(args)
-        plans.append(search_plan(C, layers, image_size, dataset_shape(dataset)[1]))
+        plans.append(search_plan(C, layers, image_size, args.classes or dataset_shape(dataset)[1]))
     if args.network in ("final", "both"):
         dataset = args.dataset or (dataset if args.network == "both" else "cifar10")
-        plans.append(final_plan(dataset, args.final_channels, args.final_cells))
+        plans.append(final_plan(dataset, args.final_channels, args.final_cells, args.classes))
     keys = len({k for plan in plans for k in plan.required_keys()})
     print(f"timing {keys} parts on {device}, batch {args.batch}, {args.repeats} repeats", file=sys.stderr)
 
@@ -253,6 +261,7 @@ def network_command(args: argparse.Namespace) -> int:
     _check_timing(args)
     _positive("--channels", args.channels)
     _positive("--cells", args.cells)
+    _positive("--classes", args.classes)
     genotype = load_genotype(args.genotype)
     device = pick_device(args.device)
     dtype = _dtype(args, device)
@@ -260,8 +269,8 @@ def network_command(args: argparse.Namespace) -> int:
     predicted = None
     if args.table:  # before the timing, so a table that does not cover the network fails at once
         table = LatencyTable.load(args.table)
-        predicted = table.predict(final_plan(args.dataset, args.channels, args.cells), genotype)
-    model = build_network(genotype, args.dataset, args.channels, args.cells, auxiliary=False)
+        predicted = table.predict(final_plan(args.dataset, args.channels, args.cells, args.classes), genotype)
+    model = build_network(genotype, args.dataset, args.channels, args.cells, auxiliary=False, num_classes=args.classes)
     result = measure_network(
         model,
         image_size,
