@@ -543,7 +543,5 @@ def test_a_finished_run_whose_result_was_overwritten_gets_it_back(tmp_path, sets
 def test_a_search_checkpoint_given_to_evaluate_says_to_train_first(tmp_path, capsys):
     torch.save({"format": "rarts-search-checkpoint", "version": 1}, tmp_path / "checkpoint.pt")
     err = one_line_error(capsys, ["evaluate", "--checkpoint", str(tmp_path)])
-    assert (
-        f"is a search checkpoint, not a training one: train the cells it found first (rarts train --genotype {tmp_path})"
-        in err
-    )
+    assert "is a search checkpoint, not a training one: train the cells it found first" in err
+    assert f"(rarts train --genotype {tmp_path})" in err
