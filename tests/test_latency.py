@@ -257,6 +257,11 @@ def test_cli_measure_predict_network(tmp_path, capsys):
     assert main(args + tiny + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predicted_ms"] > 0 and out["measured_over_predicted"] > 0
+    assert out["conditions_differing_from_table"] == {}  # measured as the table was
+    assert main(args + tiny[:-2] + ["--batch", "2"]) == 0  # another batch and clock than the table's
+    warning = capsys.readouterr().out.splitlines()[-1]
+    assert warning.startswith("warning: the table was measured under other conditions (batch 1 there, 2 here, ")
+    assert "clock cpu there, wall here" in warning
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -288,6 +288,12 @@ def network_command(args: argparse.Namespace) -> int:
     if predicted is not None:
         result["predicted_ms"] = predicted
         result["measured_over_predicted"] = result["median_ms"] / predicted
+        # A ratio between a measurement and a table taken under other conditions compares those conditions too.
+        keys = ("device_name", "dtype", "batch", "threads", "clock")
+        differ = {k: (table.conditions.get(k), result["conditions"].get(k)) for k in keys}
+        result["conditions_differing_from_table"] = {
+            k: {"table": a, "measured": b} for k, (a, b) in differ.items() if a is not None and a != b
+        }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -300,4 +306,8 @@ def network_command(args: argparse.Namespace) -> int:
         print(
             f"predicted {result['predicted_ms']:.3f} ms; measured / predicted = {result['measured_over_predicted']:.3f}"
         )
+        differ = result["conditions_differing_from_table"]
+        if differ:
+            said = ", ".join(f"{k} {v['table']} there, {v['measured']} here" for k, v in differ.items())
+            print(f"warning: the table was measured under other conditions ({said}): the ratio compares them too")
     return 0

@@ -32,7 +32,7 @@ def balanced_subset(labels: torch.Tensor | np.ndarray | Sequence[int], n: int, s
     counts = torch.bincount(y)
     classes = int((counts > 0).sum())
     if n < 1 or n > y.numel():
-        raise UsageError(f"--subset {n}: choose between 1 and {y.numel()} (the number of training images)")
+        raise UsageError(f"setting subset={n}: choose between 1 and {y.numel()} (the number of training images)")
     want = torch.full((counts.numel(),), n // max(classes, 1), dtype=torch.int64)
     present = torch.nonzero(counts > 0).flatten()
     want[counts == 0] = 0
@@ -42,7 +42,7 @@ def balanced_subset(labels: torch.Tensor | np.ndarray | Sequence[int], n: int, s
     for c in present.tolist():
         members = torch.nonzero(y == c).flatten()
         if want[c] > members.numel():
-            raise UsageError(f"--subset {n}: class {c} has only {members.numel()} images, {int(want[c])} needed")
+            raise UsageError(f"setting subset={n}: class {c} has only {members.numel()} images, {int(want[c])} needed")
         picked.append(members[torch.randperm(members.numel(), generator=g)[: want[c]]])
     return torch.cat(picked).sort().values
 
@@ -70,7 +70,7 @@ def search_split(
         elif 1 <= subset <= n:
             pool = torch.randperm(n, generator=g)[:subset].sort().values
         else:
-            raise UsageError(f"--subset {subset}: choose between 1 and {n} (the number of training images)")
+            raise UsageError(f"setting subset={subset}: choose between 1 and {n} (the number of training images)")
     else:
         pool = torch.arange(n)
     m = pool.numel()
