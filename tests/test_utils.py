@@ -164,3 +164,18 @@ def test_read_json_names_a_file_that_is_no_json_text(tmp_path):
 def test_an_out_file_that_is_a_folder_is_refused_before_the_measurements(tmp_path, capsys, command):
     assert main([*command, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"rarts: error: --out {tmp_path} is a folder; give a file name\n"
+
+
+def test_under_torchrun_only_rank_0_prints_a_refused_setting(tmp_path, capsys, monkeypatch):
+    argv = ["search", "--method", "rarts", "--preset", "quick", "--out", str(tmp_path / "r"), "lam=-1"]
+    monkeypatch.setenv("RANK", "1")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("rarts: error: setting lam")
+
+
+def test_space_params_takes_image_size_as_input_size(capsys):
+    assert main(["space", "params", "--channels", "4", "--cells", "3", "--image-size", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_size"] == [3, 8, 8]

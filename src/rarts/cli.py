@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from rarts import __version__
-from rarts.errors import RartsError
+from rarts.errors import RartsError, UsageError
 
 COMMANDS = (
     "rarts.commands.toy",
@@ -59,13 +59,27 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
                 _describe_subcommands(sub)
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise, or when RANK is unreadable)."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
     except RartsError as e:
-        print(f"rarts: error: {e}", file=sys.stderr)
+        rank = _rank()
+        if rank == 0:
+            print(f"rarts: error: {e}", file=sys.stderr)
+        elif not isinstance(e, UsageError):  # refused settings are refused alike by every process: rank 0 says it
+            print(f"rarts [rank {rank}]: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("rarts: interrupted", file=sys.stderr)

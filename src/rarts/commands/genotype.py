@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--channels", type=int, default=16, help="initial channels C (default: 16)")
     r.add_argument("--cells", type=int, default=8, help="number of cells (default: 8)")
     r.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
-    r.add_argument("--input-size", dest="input_size", type=int, default=32, help="image side for mult-adds (32)")
+    r.add_argument(
+        "--input-size", "--image-size", dest="input_size", type=int, default=32, help="image side for mult-adds (32)"
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(func=space_params_command)
 
