@@ -557,10 +557,11 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
         # The cells come from the checkpoint: the genotype given at the start (a search run's folder, say) may
         # have moved since. Another genotype given now must name the same cells.
         genotype = Genotype.from_dict(ckpt["genotype"], source=str(ckpt_path))
-        if cfg.genotype != ckpt["config"].get("genotype"):
-            _check_resumable(cfg, ckpt["config"], load_genotype(cfg.genotype), ckpt, ckpt_path)
-            cfg = dataclasses.replace(cfg, genotype=ckpt["config"]["genotype"])  # keep the run's record as it was
-        _check_resumable(cfg, ckpt["config"], genotype, ckpt, ckpt_path)
+        saved_spec = ckpt["config"].get("genotype")
+        given = genotype if cfg.genotype == saved_spec else load_genotype(cfg.genotype)
+        _check_resumable(cfg, ckpt["config"], given, ckpt, ckpt_path)
+        if saved_spec is not None:
+            cfg = dataclasses.replace(cfg, genotype=saved_spec)  # keep the run's record as it was
         if ckpt["epoch"] >= cfg.epochs and (run_dir / "result.json").is_file():
             done = read_json(run_dir / "result.json")
             if isinstance(done, dict) and "test_top1_error" in done:

@@ -287,6 +287,13 @@ def _alpha_row(epoch: int, arch: Architecture) -> dict:
     return {"epoch": epoch, "normal": w_normal.detach().cpu().tolist(), "reduce": w_reduce.detach().cpu().tolist()}
 
 
+def _log_epoch(logger, alphas_path: Path, row: dict[str, Any], arch: Architecture) -> None:
+    """The lines an epoch leaves in the run folder: its metrics row, and softmax(alpha) as the epoch left it."""
+    logger.log(row)
+    with open(alphas_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(_alpha_row(row["epoch"], arch)) + "\n")
+
+
 def _keep_alpha_rows(path: Path, before_epoch: int) -> None:
     """Rewrite alphas.jsonl with the rows of epochs before `before_epoch` (a resumed run repeats the others)."""
     rows = []
@@ -380,9 +387,7 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
         if ckpt is not None and state.step == 0 and last >= 0 and last not in logger.kept_steps:
             # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
             # alpha is as the epoch left it.
-            logger.log(state.last_row)
-            with open(alphas_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(_alpha_row(last, method.arch)) + "\n")
+            _log_epoch(logger, alphas_path, state.last_row, method.arch)
     try:
         state.run(logger, alphas_path, say, on_step, quiet)
     finally:
@@ -510,9 +515,7 @@ class _LoopState:
                 meter.check(self.where)
                 row = self.end_epoch(meter)
                 if self.world.is_main:
-                    logger.log(row)
-                    with open(alphas_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(_alpha_row(self.epoch - 1, method.arch)) + "\n")
+                    _log_epoch(logger, alphas_path, row, method.arch)
                     out(_epoch_line(row, cfg.epochs))
         except (RuntimeError, MemoryError) as e:
             if not is_out_of_memory(e):
