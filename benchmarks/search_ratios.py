@@ -30,50 +30,122 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 
-def interleave(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Seconds of each variant per round: one warm-up round, then `rounds` rounds that run every variant in turn.
+def interleave(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each variant per round: `warmup` rounds, then `rounds` rounds that run every variant in turn.
 
     Odd rounds run the variants in reverse order, so that a steady drift of the machine's speed within a round
-    (slowing or speeding up) weighs on the first and the last variant alike over each pair of rounds."""
+    (slowing or speeding up) weighs on the first and the last variant alike over each pair of rounds. A variant
+    that returns a float has timed itself (a step in another process): that float is its time."""
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(rounds + 1):
+    for r in range(rounds + warmup):
         order = list(variants.items())
         for name, run in order[::-1] if r % 2 else order:
             t0 = time.perf_counter()
-            run()
-            if r:
-                times[name].append(time.perf_counter() - t0)
+            reported = run()
+            seconds = reported if isinstance(reported, float) else time.perf_counter() - t0
+            if r >= warmup:
+                times[name].append(seconds)
         print(f"round {r}: " + ", ".join(f"{n} {v[-1]:.2f}s" for n, v in times.items() if v), flush=True)
     return times
 
 
-def method_ratios(args, device: torch.device) -> list[dict]:
-    from rarts.bench import SEARCH_METHODS, BenchSpec, _search_step, step_flops
+def build_step(m: str, args, device: torch.device):
+    """(step, forward mult-adds, paired-pass threads) of method `m` ("rarts", or "rarts:serial" for its passes
+    one after the other) as `rarts bench search` builds it."""
+    from rarts.bench import BenchSpec, _search_step
     from rarts.utils import seed_everything
 
+    seed_everything(0)
+    spec = BenchSpec(m.removesuffix(":serial"), args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    spec.paired_passes = not m.endswith(":serial")
+    step, mult_adds, _, paired = _search_step(spec, device)
+    return step, mult_adds, paired
+
+
+class MethodProcess:
+    """A method in a Python process of its own (its own allocator and caches, as in a real run), stepped on
+    request: calling it runs one step there and returns the seconds that process measured."""
+
+    def __init__(self, m: str, args):
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, __file__, "--serve", m, "--batch", str(args.batch), "--channels", str(args.channels)]
+        cmd += ["--cells", str(args.cells), "--image-size", str(args.image_size), "--threads", str(args.threads)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        ready = json.loads(self._read())
+        self.mult_adds, self.paired = ready["mult_adds"], ready["paired"]
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a method process ended early (exit code {self.proc.wait()})")
+        return line
+
+    def __call__(self) -> float:
+        self.proc.stdin.write("step\n")
+        return float(self._read())
+
+    def close(self) -> int:
+        """Ends the process; returns its peak resident set size in bytes."""
+        self.proc.stdin.write("quit\n")
+        peak = int(self._read())
+        self.proc.wait()
+        return peak
+
+
+def serve(m: str, args) -> None:
+    """The other end of MethodProcess: build method `m`, then one step per "step" line, until "quit"."""
+    import sys
+
+    from rarts.bench import _max_rss
+
+    step, mult_adds, paired = build_step(m, args, torch.device("cpu"))
+    print(json.dumps({"mult_adds": mult_adds, "paired": paired}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        t0 = time.perf_counter()
+        step()
+        print(time.perf_counter() - t0, flush=True)
+    print(_max_rss() or 0, flush=True)
+
+
+def method_ratios(args, device: torch.device) -> list[dict]:
+    from rarts.bench import SEARCH_METHODS, step_flops
+
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in SEARCH_METHODS]
+    unknown = [m for m in methods if m.removesuffix(":serial") not in SEARCH_METHODS]
     if unknown:
-        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(SEARCH_METHODS)}")
-    steps, mult_adds = {}, 0
-    for m in methods:
-        seed_everything(0)
-        spec = BenchSpec(m, args.batch, args.channels, args.cells, args.image_size, device="cpu")
-        steps[m], mult_adds, _ = _search_step(spec, device)
-    times = interleave(steps, args.rounds)
+        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(SEARCH_METHODS)}, each also with :serial")
+    steps, mult_adds, paired, peaks = {}, 0, {}, {}
+    if args.processes:
+        for m in methods:
+            steps[m] = MethodProcess(m, args)
+            mult_adds, paired[m] = steps[m].mult_adds, steps[m].paired
+    else:
+        for m in methods:
+            steps[m], mult_adds, paired[m] = build_step(m, args, device)
+    times = interleave(steps, args.rounds, args.warmup)
+    if args.processes:
+        peaks = {m: steps[m].close() for m in methods}
     medians = {m: statistics.median(v) for m, v in times.items()}
     rows = []
     for m in methods:
-        row = {"method": m, "seconds_median": medians[m], "seconds": times[m]}
+        row = {"method": m, "seconds_median": medians[m], "seconds": times[m], "paired_passes_threads": paired[m]}
+        if m in peaks:
+            row["peak_memory_bytes"] = peaks[m]
         for ref in ("darts1", "darts2"):
             if ref in medians:
                 row[f"vs_{ref}"] = medians[m] / medians[ref]
-                flops = step_flops(m, mult_adds, args.batch) / step_flops(ref, mult_adds, args.batch)
+                name = m.removesuffix(":serial")
+                flops = step_flops(name, mult_adds, args.batch) / step_flops(ref, mult_adds, args.batch)
                 row[f"flops_vs_{ref}"] = flops
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -86,6 +158,7 @@ def paired_passes(args, device: torch.device) -> dict:
 
     seed_everything(0)
     spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    spec.paired_passes = False  # the pairs one pass after the other, against one pass at batch 2B
     method, train, val = search_method(spec, device)
     both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
 
@@ -123,16 +196,28 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=8)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
+    p.add_argument(
+        "--processes", action="store_true", help="--part methods: each method in a process of its own, stepped in turn"
+    )
+    p.add_argument("--serve", help=argparse.SUPPRESS)  # a MethodProcess's end
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="append the run to this JSON file's list of runs")
+    p.add_argument("--note", default="", help="what the run is, stored with it in --out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.serve:
+        serve(args.serve, args)
+        return
     device = torch.device("cpu")
     results = method_ratios(args, device) if args.part == "methods" else paired_passes(args, device)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            record = {"settings": vars(args), "environment": environment_info(device), "results": results}
-            json.dump(record, f, indent=2)
+        out = Path(args.out)
+        record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"runs": []}
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "note")}
+        run = {"settings": settings, "environment": environment_info(device), "results": results, "note": args.note}
+        record["runs"].append(run)
+        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

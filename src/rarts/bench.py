@@ -63,6 +63,7 @@ class BenchSpec:
     device: str = "cpu"
     channels_last: bool = True
     threads: Optional[int] = None
+    paired_passes: bool = True  # rarts on the CPU with 2+ threads: w's and y's passes at once (rarts.search.paired)
     seed: int = 0
     genotype: str = "DARTS_V2"  # the final network of method="train"
 
@@ -88,6 +89,7 @@ class Measurement:
     baseline_memory_bytes: Optional[int] = None
     forward_mult_adds: int = 0  # per image
     parameters: int = 0
+    paired_threads: Optional[list[int]] = None  # torch threads of the two workers running rarts's pairs of passes
 
 
 # ---- the matmul peak ----------------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ def _batch(spec: BenchSpec, device: torch.device, classes: int) -> tuple[torch.T
 def search_method(spec: BenchSpec, device: torch.device):
     """The search method `spec` names on the paper's search network as the benchmark builds it (channels_last as
     the spec says), started at epoch 0, with a synthetic training and validation batch: (method, train, val)."""
-    from rarts.search import METHODS, MethodSettings
+    from rarts.search import METHODS, MethodSettings, paired
     from rarts.supernet import Architecture, SearchNetwork
 
     net = SearchNetwork(spec.channels, 10, spec.cells).to(device)
@@ -137,6 +139,9 @@ def search_method(spec: BenchSpec, device: torch.device):
     name, _, sweep = spec.method.partition("-")
     settings = MethodSettings(sweep=sweep) if sweep else MethodSettings()
     method = METHODS[name](net, arch, settings)
+    threads = paired.usable(device, spec.paired_passes)
+    if threads is not None and method.has_paired_passes():  # as `rarts search` does (its threads end with method)
+        method.use_paired_passes(paired.PairedPasses(threads))
     method.start_epoch(0)
     return method, _batch(spec, device, 10), _batch(spec, device, 10)
 
@@ -148,7 +153,8 @@ def _search_step(spec: BenchSpec, device: torch.device):
     net = method.w
     mult_adds = count_mult_adds(net, (3, spec.image_size, spec.image_size), method.arch.weights())
     params = sum(p.numel() for p in net.parameters())
-    return (lambda: method.step(train, val)), mult_adds, params
+    paired_threads = None if method.paired is None else list(method.paired.threads)
+    return (lambda: method.step(train, val)), mult_adds, params, paired_threads
 
 
 def _train_step(spec: BenchSpec, device: torch.device):
@@ -184,7 +190,7 @@ def _train_step(spec: BenchSpec, device: torch.device):
         optimizer.step()
         return loss.detach()
 
-    return step, mult_adds, count_params(model)
+    return step, mult_adds, count_params(model), None
 
 
 def measure(spec: BenchSpec) -> Measurement:
@@ -200,8 +206,8 @@ def measure(spec: BenchSpec) -> Measurement:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     build = _train_step if spec.method == TRAIN_NAME else _search_step
-    step, mult_adds, params = build(spec, device)
-    out = Measurement(spec=spec, forward_mult_adds=mult_adds, parameters=params)
+    step, mult_adds, params, paired_threads = build(spec, device)
+    out = Measurement(spec=spec, forward_mult_adds=mult_adds, parameters=params, paired_threads=paired_threads)
     out.baseline_memory_bytes = torch.cuda.memory_allocated(device) if device.type == "cuda" else _max_rss()
     for i in range(spec.warmup + spec.steps):
         _sync(device)
@@ -228,6 +234,7 @@ def _pooled(a: Measurement, b: Measurement) -> Measurement:
         baseline_memory_bytes=larger(a.baseline_memory_bytes, b.baseline_memory_bytes),
         forward_mult_adds=a.forward_mult_adds,
         parameters=a.parameters,
+        paired_threads=a.paired_threads,
     )
 
 
@@ -301,6 +308,7 @@ def summarise(m: Measurement, peak_gflops: float) -> dict:
         "achieved_fraction_of_matmul_peak": flops / 1e9 / median / peak_gflops,
         "forward_mult_adds_per_image": m.forward_mult_adds,
         "parameters": m.parameters,
+        "paired_passes_threads": m.paired_threads,
     }
 
 
@@ -331,6 +339,7 @@ def bench(
     rounds: int = 1,
     channels_last: Optional[bool] = None,
     threads: Optional[int] = None,
+    paired_passes: bool = True,
     isolate: Optional[bool] = None,
     train_channels: int = 36,
     train_cells: int = 20,
@@ -367,6 +376,7 @@ def bench(
                     device=str(device),
                     channels_last=channels_last,
                     threads=threads or torch.get_num_threads(),
+                    paired_passes=paired_passes,
                     genotype=genotype,
                 )
             )
@@ -405,6 +415,8 @@ def bench(
             "warmup": warmup,
             "rounds": rounds,
             "channels_last": channels_last,
+            "threads": threads or torch.get_num_threads(),
+            "paired_passes": paired_passes,
             "isolated_processes": isolate,
             "train_network": {"genotype": genotype, "channels": train_channels, "cells": train_cells},
         },
@@ -429,8 +441,10 @@ def format_report(result: dict) -> str:
     ]
     for r in result["results"]:
         s = r["seconds_per_step"]
+        pairs = r.get("paired_passes_threads")
+        method = r["method"] + (f" (paired passes, {pairs[0]}+{pairs[1]} threads)" if pairs else "")
         lines.append(
-            f"| {r['method']} | {r['batch']} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) "
+            f"| {method} | {r['batch']} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) "
             f"| {r['images_per_second']:.1f} | {_gb(r['peak_memory_bytes'])} | {r['gflops_per_step']:.1f} "
             f"| {r['achieved_gflops_per_second']:.1f} | {100 * r['achieved_fraction_of_matmul_peak']:.1f}% |"
         )

@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--channels", type=int, default=16, help="initial channels (default: 16)")
     s.add_argument("--cells", type=int, default=8, help="cells (default: 8)")
+    s.add_argument(
+        "--paired-passes",
+        dest="paired_passes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rarts on a CPU with 2+ threads: w's and y's independent passes at once, each on half the threads, as"
+        " `rarts search` runs them (default: on)",
+    )
     _common(s)
     s.set_defaults(func=search_command)
 
@@ -119,7 +127,7 @@ def search_command(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in SEARCH_METHODS]
     if not methods or unknown:
         raise UsageError(f"--methods: unknown {', '.join(unknown) or 'empty list'}; known: {', '.join(SEARCH_METHODS)}")
-    return _run(args, methods, channels=args.channels, cells=args.cells)
+    return _run(args, methods, channels=args.channels, cells=args.cells, paired_passes=args.paired_passes)
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from rarts.errors import UsageError
 from rarts.ops import frozen_statistics
+from rarts.search.paired import PairedPasses
 from rarts.supernet import Architecture, SearchNetwork
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
@@ -206,6 +207,8 @@ class SearchMethod:
     # Every weight and alpha gradient passes through grad_sync before it is used: the identity on one process;
     # a data-parallel run sets it to an all-reduce that averages the gradients over the processes.
     grad_sync: Callable[[list[torch.Tensor]], list[torch.Tensor]] = staticmethod(list)
+    # Runs two independent passes at once (rarts.search.paired.PairedPasses), or None: one after the other.
+    paired: Optional[PairedPasses] = None
 
     def __init__(
         self,
@@ -260,6 +263,14 @@ class SearchMethod:
         for scheduler in self.schedulers.values():
             scheduler.step()
 
+    def has_paired_passes(self) -> bool:
+        """Whether a step has pairs of independent passes that `side_by_side` could run at once."""
+        return False
+
+    def use_paired_passes(self, runner: Optional[PairedPasses]) -> None:
+        """Run the independent pairs of passes on `runner` from now on (None: one after the other)."""
+        self.paired = runner
+
     def learning_rates(self) -> dict[str, float]:
         return {f"{key}_lr" if key != "w" else "lr": opt.param_groups[0]["lr"] for key, opt in self.optimizers.items()}
 
@@ -293,6 +304,13 @@ class SearchMethod:
         return {"train_loss": loss.detach(), "train_acc": accuracy(logits.detach(), train_batch[1])}
 
     # -- helpers for the update rules ----------------------------------------------------------------------------
+
+    def side_by_side(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+        """(first(), second()) for two passes that neither read nor change what the other changes: at once on
+        `paired` when the run has it, else first, then second."""
+        if self.paired is None:
+            return first(), second()
+        return self.paired.run(first, second)
 
     def mixing(self, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """softmax(alpha) per edge, (normal, reduce), each (14, 8); detached for steps that need no alpha gradient."""

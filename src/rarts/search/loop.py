@@ -49,6 +49,7 @@ from rarts.distributed import (
 from rarts.errors import RunFailed, UsageError
 from rarts.genotype import derive_genotype
 from rarts.ops import PRIMITIVES
+from rarts.search import paired as paired_passes
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
 from rarts.search.config import SearchConfig, check_resumable
 from rarts.supernet import Architecture, SearchNetwork
@@ -360,40 +361,42 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
         arch_penalty, arch_penalty_weight = latency, cfg.latency_weight
     method = METHODS[cfg.method](net, arch, cfg.method_settings(), arch_penalty, arch_penalty_weight)
     distribute_search(method)
+    with paired_passes.attach(method, device, cfg.paired_passes) as paired:
+        state = _LoopState(cfg, method, data, device, ckpt_path, latency)
+        state.world = world
+        if ckpt is not None:
+            state.restore(ckpt)
+            if state.epoch >= cfg.epochs:  # killed while writing the run's last files: only those are left to do
+                say(f"{run_dir}: the {cfg.epochs} epochs of {cfg.method} are done; writing the run's summary")
+            else:
+                say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
 
-    state = _LoopState(cfg, method, data, device, ckpt_path, latency)
-    state.world = world
-    if ckpt is not None:
-        state.restore(ckpt)
-        if state.epoch >= cfg.epochs:  # killed while writing the run's last files: only those are left to do
-            say(f"{run_dir}: the {cfg.epochs} epochs of {cfg.method} are done; writing the run's summary")
-        else:
-            say(f"{run_dir}: resuming {cfg.method} at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step}")
+        from rarts.metrics_log import MetricsLogger
 
-    from rarts.metrics_log import MetricsLogger
-
-    alphas_path = run_dir / "alphas.jsonl"
-    logger = None
-    if world.is_main:  # rank 0 alone writes the run folder
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", asdict(cfg))
-        env = environment_info(device)
-        env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
-        env["world_size"] = world.world_size
-        write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
-        logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
-        _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
-        last = state.epoch - 1
-        if ckpt is not None and state.step == 0 and last >= 0 and last not in logger.kept_steps:
-            # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
-            # alpha is as the epoch left it.
-            _log_epoch(logger, alphas_path, state.last_row, method.arch)
-    try:
-        state.run(logger, alphas_path, say, on_step, quiet)
-    finally:
-        if logger is not None:
-            logger.close()
-    return _finish(cfg, run_dir, method, state, device, say)
+        alphas_path = run_dir / "alphas.jsonl"
+        logger = None
+        if world.is_main:  # rank 0 alone writes the run folder
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "config.json", asdict(cfg))
+            env = environment_info(device)
+            env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
+            env["world_size"] = world.world_size
+            # torch threads of the two workers that run RARTS's independent passes at once; None: one at a time
+            env["paired_passes_threads"] = list(paired.threads) if paired is not None else None
+            write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
+            logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
+            _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
+            last = state.epoch - 1
+            if ckpt is not None and state.step == 0 and last >= 0 and last not in logger.kept_steps:
+                # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
+                # alpha is as the epoch left it.
+                _log_epoch(logger, alphas_path, state.last_row, method.arch)
+        try:
+            state.run(logger, alphas_path, say, on_step, quiet)
+        finally:
+            if logger is not None:
+                logger.close()
+        return _finish(cfg, run_dir, method, state, device, say)
 
 
 def _latency_penalty(cfg: SearchConfig, net: SearchNetwork, image_size: int):
@@ -525,6 +528,7 @@ class _LoopState:
                 f"out of {where} memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels="
                 f"{cfg.channels}, layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
                 f"{max(1, cfg.batch_size // 2)}"
+                + (", or paired_passes=false (one pass's graph at a time)" if method.paired is not None else "")
             ) from e
         finally:
             bar.close()

@@ -16,6 +16,12 @@ What is clipped to the global norm grad_clip is each line's whole gradient, data
 decay comes after, as in DARTS's weight step.
 The sweep order is the class attribute `sweep`; each line is one `update_<block>` method.
 
+Lines 1 and 2 are independent but for line 2's coupling term: y's data gradient is taken at the old y, which line
+1 leaves alone. So are line 3's two alpha passes, at the new w and the new y. A run that pairs passes
+(rarts.search.paired: on the CPU with two or more threads) takes each pair side by side on two threads; the
+sweep is then ("wy", "alpha"), `update_wy` being lines 1 and 2 with their data terms taken at once. The values
+are those of the line-by-line sweep (the same operations in the same order on each network).
+
 y starts as a copy of w (y_init="copy"), from its own random initialisation ("independent"), or is w itself
 ("tied"): then the y line and the coupling drop out and, with lam = 1, RARTS is MiLeNAS (section 3.2; with another
 lam the w line still scales its training gradient by lam, MiLeNAS's does not).
@@ -73,10 +79,26 @@ class RARTS(SearchMethod):
     def networks(self):
         return {"w": self.w} if self.tied else {"w": self.w, "y": self.y}
 
-    def update_w(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+    def has_paired_passes(self) -> bool:
+        # w's and y's weight passes are independent, and so are the alpha passes at w and at y (rarts.search.paired)
+        return not self.tied
+
+    def use_paired_passes(self, runner) -> None:
+        super().use_paired_passes(runner)
+        if self.settings.sweep == "gauss-seidel" and not self.tied:
+            self.sweep = ("w", "y", "alpha") if runner is None else ("wy", "alpha")
+
+    def weight_pass(self, key: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The data term of line 1 (key "w": lam * grad_w L_train(w, alpha)) or line 2 (key "y": grad_y L_val(y,
+        alpha)) of eq. (4), at the current weights: (loss, logits, gradients)."""
+        net = self.w if key == "w" else self.y
+        loss, logits = self.loss(net, batch, self.mixing(detach=True))
+        objective = self.settings.lam * loss if key == "w" else loss
+        return loss, logits, list(torch.autograd.grad(objective, list(net.parameters())))
+
+    def update_w(self, train_batch: Batch, val_batch: Batch, data=None) -> Metrics:
         # eq. (4), line 1: lam * grad_w L_train(w, alpha) + beta * (w - y)
-        loss, logits = self.loss(self.w, train_batch, self.mixing(detach=True))
-        grads = list(torch.autograd.grad(self.settings.lam * loss, list(self.w.parameters())))
+        loss, logits, grads = self.weight_pass("w", train_batch) if data is None else data
         if not self.tied:
             with torch.no_grad():
                 for g, w_i, y_i in zip(grads, self.w.parameters(), self.y.parameters()):
@@ -84,10 +106,9 @@ class RARTS(SearchMethod):
         self.apply_weight_gradient("w", self.w, grads)
         return {"train_loss": loss.detach(), "train_acc": accuracy(logits.detach(), train_batch[1])}
 
-    def update_y(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+    def update_y(self, train_batch: Batch, val_batch: Batch, data=None) -> Metrics:
         # eq. (4), line 2: grad_y L_val(y, alpha) + beta * (y - w), with the w of line 1
-        loss, logits = self.loss(self.y, val_batch, self.mixing(detach=True))
-        grads = list(torch.autograd.grad(loss, list(self.y.parameters())))
+        loss, logits, grads = self.weight_pass("y", val_batch) if data is None else data
         with torch.no_grad():
             gap = [y_i - w_i for y_i, w_i in zip(self.y.parameters(), self.w.parameters())]
             for g, d in zip(grads, gap):
@@ -95,40 +116,53 @@ class RARTS(SearchMethod):
         self.apply_weight_gradient("y", self.y, grads)
         return {"y_loss": loss.detach(), "y_acc": accuracy(logits.detach(), val_batch[1]), "wy_dist": global_norm(gap)}
 
+    def update_wy(self, train_batch: Batch, val_batch: Batch) -> Metrics:
+        # eq. (4), lines 1 and 2, their data terms taken side by side: y's is at the old y, which line 1 leaves
+        # alone, so only line 2's coupling term sees the new w. The same values as update_w, then update_y.
+        w_data, y_data = self.side_by_side(
+            lambda: self.weight_pass("w", train_batch), lambda: self.weight_pass("y", val_batch)
+        )
+        return {**self.update_w(train_batch, val_batch, w_data), **self.update_y(train_batch, val_batch, y_data)}
+
+    def alpha_pass(self, net, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """grad_alpha of the loss of `net` on `batch` (alpha only, running statistics untouched): (loss, logits,
+        gradients)."""
+        loss, logits = self.loss(net, batch, self.mixing(), update_stats=False, weight_grads=False)
+        return loss, logits, self.alpha_gradient(loss)
+
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4), line 3: lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha), with w and y of lines 1-2.
-        # One backward pass per term, so the two graphs are never held at once (half the peak memory).
-        loss_val, logits = self.loss(self.y, val_batch, self.mixing(), update_stats=False, weight_grads=False)
-        g_val = self.alpha_gradient(loss_val)
-        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False, weight_grads=False)
-        g_train = self.alpha_gradient(loss_train)
+        # One backward pass per term: one after the other, the two graphs are never held at once (half the peak
+        # memory); side by side (never for a tied y, one network) they are.
+        (loss_val, logits, g_val), (_, _, g_train) = self.side_by_side(
+            lambda: self.alpha_pass(self.y, val_batch), lambda: self.alpha_pass(self.w, train_batch)
+        )
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}
 
+    def jacobi_pass(self, net, batch: Batch, scale: float):
+        """One forward and one backward of scale * (loss of `net` on `batch`) to alpha and the weights of `net`:
+        (loss, logits, alpha gradients, weight gradients)."""
+        alphas, params = self.alphas(), list(net.parameters())
+        loss, logits = self.loss(net, batch, self.mixing())
+        grads = zeros_for_unused(torch.autograd.grad(scale * loss, alphas + params, allow_unused=True), alphas + params)
+        return loss, logits, grads[: len(alphas)], grads[len(alphas) :]
+
     def update_jacobi(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4) with every right-hand side at the current point (w, y, alpha). One backward per network:
-        # lam * L_train(w, alpha) to w and alpha, L_val(y, alpha) to y and alpha. The coupling terms use the old w, y.
+        # lam * L_train(w, alpha) to w and alpha, L_val(y, alpha) to y and alpha (the two side by side when the
+        # run pairs passes). The coupling terms use the old w, y.
         lam, beta = self.settings.lam, self.settings.beta
-        alphas = self.alphas()
-        n_alpha = len(alphas)
-        w_params = list(self.w.parameters())
-        loss_train, logits_train = self.loss(self.w, train_batch, self.mixing())
-        grads = zeros_for_unused(
-            torch.autograd.grad(lam * loss_train, alphas + w_params, allow_unused=True), alphas + w_params
-        )
-        g_alpha, g_w = grads[:n_alpha], grads[n_alpha:]
         if self.tied:  # y is w: its L_val term needs alpha's gradient only, taken before w moves
-            loss_val, logits_val = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)
-            g_alpha_val = self.alpha_gradient(loss_val)
+            loss_train, logits_train, g_alpha, g_w = self.jacobi_pass(self.w, train_batch, lam)
+            loss_val, logits_val, g_alpha_val = self.alpha_pass(self.w, val_batch)
             self.apply_weight_gradient("w", self.w, g_w)
             metrics = {}
         else:
-            y_params = list(self.y.parameters())
-            loss_val, logits_val = self.loss(self.y, val_batch, self.mixing())
-            grads = zeros_for_unused(
-                torch.autograd.grad(loss_val, alphas + y_params, allow_unused=True), alphas + y_params
+            (loss_train, logits_train, g_alpha, g_w), (loss_val, logits_val, g_alpha_val, g_y) = self.side_by_side(
+                lambda: self.jacobi_pass(self.w, train_batch, lam), lambda: self.jacobi_pass(self.y, val_batch, 1.0)
             )
-            g_alpha_val, g_y = grads[:n_alpha], grads[n_alpha:]
+            w_params, y_params = list(self.w.parameters()), list(self.y.parameters())
             with torch.no_grad():
                 gap = torch._foreach_sub(y_params, w_params)  # y - w at the current point
                 torch._foreach_add_(g_w, gap, alpha=-beta)  # + beta * (w - y)

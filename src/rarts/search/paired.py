@@ -1,0 +1,123 @@
+"""Two independent passes of a search step at once, each on a thread of its own: what RARTS's two networks allow.
+
+A Gauss-Seidel RARTS step (eq. 4) makes two weight passes, w's on the training batch and y's on the validation
+batch, then two alpha-only passes, at the new w and at the new y. The two passes of each pair are independent: y's
+gradient of L_val is taken at the old y (line 1 changes w only, and line 2 needs the new w for its coupling term
+alone), and the alpha passes read w and y and change neither. DARTS's passes have no such pairs: its weight pass
+needs the alpha its alpha pass just produced.
+
+On a CPU the pairs pay when run side by side: the search network's kernels are small (16 channels), so two
+intra-op threads on one pass keep each other waiting, while two threads that each run a whole pass of their own do
+not. `PairedPasses(threads)` holds two worker threads, the first with threads - threads // 2 torch threads and the
+second with threads // 2, and `run(first, second)` hands a pass to each and waits for both. Each pass runs as it
+would alone (the same operations in the same order), so a step computes what it computes one pass after the other,
+up to the rounding that the number of intra-op threads may change (none with one thread per worker).
+
+The cost is memory: both graphs of a pair are held at once. Methods use it through
+`SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
+least two torch threads, for a method whose passes come in independent pairs (RARTS with its own y).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+import torch
+
+
+class _Worker:
+    """A daemon thread running the callables handed to it, one at a time, with its own torch thread count. The
+    thread ends on `close`, or once the worker is garbage (it holds only the queue, not the worker)."""
+
+    def __init__(self, threads: int, name: str):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        ready: Future = Future()
+        self._thread = threading.Thread(target=_serve, args=(self._jobs, threads, ready), name=name, daemon=True)
+        self._thread.start()
+        self.threads = ready.result()  # torch's intra-op thread count as the worker sees it
+        self._stop = weakref.finalize(self, self._jobs.put, None)
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        self._jobs.put((fn, future))
+        return future
+
+    def close(self) -> None:
+        self._stop()  # (once: later calls do nothing)
+        self._thread.join()
+
+
+def _serve(jobs: queue.SimpleQueue, threads: int, ready: Future) -> None:
+    # set_num_threads fixes this thread's OpenMP and MKL thread counts; get_num_threads makes ATen's lazy
+    # per-thread initialisation happen now, while the process-wide count is this worker's, not later.
+    torch.set_num_threads(threads)
+    ready.set_result(torch.get_num_threads())
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        fn, future = job
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # handed to the waiting thread, which raises it
+            future.set_exception(e)
+        del job, fn, future  # nothing of the pass outlives it here
+
+
+class PairedPasses:
+    """Runs two callables at once on two worker threads that share `threads` torch threads between them."""
+
+    def __init__(self, threads: int):
+        if threads < 2:
+            raise ValueError(f"two passes side by side need at least 2 threads, got {threads}")
+        main = torch.get_num_threads()
+        # One worker at a time: each sets the process-wide count to its own while it initialises.
+        self._workers = [_Worker(threads - threads // 2, "rarts-pass-0"), _Worker(threads // 2, "rarts-pass-1")]
+        torch.set_num_threads(main)  # this thread's count (and the process-wide one) as they were
+        self.threads = tuple(w.threads for w in self._workers)
+
+    def run(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+        """(first(), second()), computed at once. Both have finished when it returns or raises; an exception of
+        `first` is raised before one of `second`."""
+        futures = [w.submit(fn) for w, fn in zip(self._workers, (first, second))]
+        errors = [f.exception() for f in futures]  # waits for both
+        for error in errors:
+            if error is not None:
+                raise error
+        return futures[0].result(), futures[1].result()
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
+
+
+def usable(device: torch.device, enabled: bool = True) -> Optional[int]:
+    """The torch threads a pair of passes would share on `device`, or None where pairing cannot pay: off, not
+    the CPU (kernels of one stream run one after another on a GPU), or fewer than two threads."""
+    if not enabled or device.type != "cpu":
+        return None
+    threads = torch.get_num_threads()
+    return threads if threads >= 2 else None
+
+
+@contextlib.contextmanager
+def attach(method, device: torch.device, enabled: bool = True) -> Iterator[Optional[PairedPasses]]:
+    """Within the block, `method` runs its independent pairs of passes side by side where that can pay (see
+    `usable`) and the method has such pairs; yields the PairedPasses, or None when the passes run in turn."""
+    threads = usable(device, enabled)
+    if threads is None or not method.has_paired_passes():
+        yield None
+        return
+    runner = PairedPasses(threads)
+    method.use_paired_passes(runner)
+    try:
+        yield runner
+    finally:
+        method.use_paired_passes(None)
+        runner.close()

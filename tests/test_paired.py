@@ -1,0 +1,211 @@
+"""RARTS's independent passes side by side (rarts.search.paired): the runner, and steps that equal the serial ones."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+
+import pytest
+import torch
+from tests.tiny_runs import TINY_SEARCH
+
+from rarts.search import METHODS, MethodSettings, paired
+from rarts.search.paired import PairedPasses
+from rarts.supernet import Architecture, SearchNetwork
+
+# ---- the runner ----------------------------------------------------------------------------------------------------
+
+
+def test_the_two_callables_run_at_the_same_time():
+    barrier = threading.Barrier(2, timeout=20)  # passes only when both wait on it at once
+
+    def meet(name):
+        barrier.wait()
+        return name, threading.current_thread().name
+
+    runner = PairedPasses(2)
+    try:
+        (a, thread_a), (b, thread_b) = runner.run(lambda: meet("a"), lambda: meet("b"))
+    finally:
+        runner.close()
+    assert (a, b) == ("a", "b")
+    assert thread_a != thread_b and threading.current_thread().name not in (thread_a, thread_b)
+
+
+@pytest.mark.parametrize("threads, each", [(2, (1, 1)), (3, (2, 1)), (4, (2, 2))])
+def test_the_workers_share_the_threads_and_leave_the_callers_count_alone(threads, each):
+    before = torch.get_num_threads()
+    runner = PairedPasses(threads)
+    try:
+        assert torch.get_num_threads() == before
+        assert runner.threads == each
+        assert runner.run(torch.get_num_threads, torch.get_num_threads) == each  # as the passes see it
+        assert torch.get_num_threads() == before
+    finally:
+        runner.close()
+
+
+def test_an_error_is_raised_after_both_have_finished():
+    finished = threading.Event()
+
+    def fail():
+        raise ValueError("first failed")
+
+    def slow():
+        finished.wait(0.2)
+        finished.set()
+        return 1
+
+    runner = PairedPasses(2)
+    try:
+        with pytest.raises(ValueError, match="first failed"):
+            runner.run(fail, slow)
+        assert finished.is_set()
+        assert runner.run(lambda: 1, lambda: 2) == (1, 2)  # the workers go on
+    finally:
+        runner.close()
+
+
+def test_the_worker_threads_end_on_close_and_when_the_runner_is_dropped():
+    runner = PairedPasses(2)
+    threads = [w._thread for w in runner._workers]
+    runner.close()
+    assert not any(t.is_alive() for t in threads)
+    runner = PairedPasses(2)
+    threads = [w._thread for w in runner._workers]
+    del runner
+    gc.collect()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_one_thread_cannot_be_paired():
+    with pytest.raises(ValueError, match="at least 2"):
+        PairedPasses(1)
+
+
+# ---- the methods ---------------------------------------------------------------------------------------------------
+
+
+def make(name="rarts", **settings):
+    torch.manual_seed(0)
+    net = SearchNetwork(4, 10, 3)
+    arch = Architecture()
+    with torch.no_grad():
+        for a in arch.alphas():
+            a.normal_(0.0, 0.5)
+    return METHODS[name](net, arch, MethodSettings(epochs=4, **settings))
+
+
+def batches(n=6, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)) for _ in range(4)]
+
+
+def state(method):
+    """Every tensor a step changes: weights, running statistics, alpha, optimiser states."""
+    out = {}
+    for key, net in method.networks().items():
+        out.update({f"{key}.{k}": v for k, v in net.state_dict().items()})
+    out.update({f"arch.{k}": v for k, v in method.arch.state_dict().items()})
+    for key, opt in method.optimizers.items():
+        for i, s in opt.state_dict()["state"].items():
+            out.update({f"{key}.opt.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)})
+    return out
+
+
+@pytest.mark.parametrize("sweep", ["gauss-seidel", "jacobi"])
+def test_paired_steps_equal_the_serial_steps_exactly(sweep):
+    # One torch thread here (conftest) and one in each worker: the same kernels on the same data, so the same bits.
+    assert torch.get_num_threads() == 1
+    serial, side_by_side = make(sweep=sweep, beta=2.0, lam=0.5), make(sweep=sweep, beta=2.0, lam=0.5)
+    data = batches()
+    with paired.attach(side_by_side, torch.device("cpu"), enabled=True) as none:
+        assert none is None  # one thread: nothing to share
+    runner = PairedPasses(2)
+    side_by_side.use_paired_passes(runner)
+    try:
+        if sweep == "gauss-seidel":
+            assert serial.sweep == ("w", "y", "alpha") and side_by_side.sweep == ("wy", "alpha")
+        for train, val in zip(data[::2], data[1::2]):
+            m_serial, m_paired = serial.step(train, val), side_by_side.step(train, val)
+            assert m_serial.keys() == m_paired.keys()
+            for k in m_serial:
+                assert torch.equal(m_serial[k], m_paired[k]), k
+    finally:
+        side_by_side.use_paired_passes(None)
+        runner.close()
+    a, b = state(serial), state(side_by_side)
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not changed, changed[:5]
+    assert side_by_side.sweep == serial.sweep  # back to the serial sweep
+
+
+def test_the_pairs_meet_in_different_threads():
+    """The passes of a paired step really run in the workers, w's and y's each in its own."""
+    method = make()
+    seen = []
+    original = method.loss
+
+    def spy(net, *args, **kwargs):
+        seen.append(("w" if net is method.w else "y", threading.current_thread().name))
+        return original(net, *args, **kwargs)
+
+    method.loss = spy
+    train, val = batches()[:2]
+    torch.set_num_threads(2)
+    try:
+        with paired.attach(method, torch.device("cpu")) as runner:
+            assert runner is not None and runner.threads == (1, 1)
+            method.step(train, val)
+    finally:
+        torch.set_num_threads(1)
+    assert sorted(seen) == [("w", "rarts-pass-0"), ("w", "rarts-pass-1"), ("y", "rarts-pass-0"), ("y", "rarts-pass-1")]
+    assert method.paired is None and method.sweep == ("w", "y", "alpha")
+
+
+@pytest.mark.parametrize(
+    "name, settings, device, enabled",
+    [
+        ("rarts", {"y_init": "tied"}, "cpu", True),  # one network: its alpha passes share it
+        ("darts1", {}, "cpu", True),  # its weight pass needs the alpha its alpha pass makes
+        ("milenas", {}, "cpu", True),
+        ("rarts", {}, "cuda", True),  # never paired on a GPU (not touched: no CUDA needed)
+        ("rarts", {}, "cpu", False),
+    ],
+)
+def test_no_pairs_where_they_cannot_pay(name, settings, device, enabled):
+    method = make(name, **settings)
+    sweep = method.sweep
+    torch.set_num_threads(2)
+    try:
+        with paired.attach(method, torch.device(device), enabled) as runner:
+            assert runner is None and method.paired is None and method.sweep == sweep
+    finally:
+        torch.set_num_threads(1)
+
+
+# ---- the search command --------------------------------------------------------------------------------------------
+
+
+def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path):
+    from rarts.search.config import make_config
+    from rarts.search.loop import run_search
+
+    out = {}
+    for flag in ("true", "false"):
+        cfg = make_config("quick", {**TINY_SEARCH, "epochs": "1", "threads": "2", "paired_passes": flag})
+        run = tmp_path / flag
+        summary = run_search(cfg, str(run), quiet=True)
+        env = json.loads((run / "environment.json").read_text())
+        alpha = json.loads((run / "alpha.json").read_text())
+        out[flag] = (env["paired_passes_threads"], summary["genotype"], alpha["alpha_normal"] + alpha["alpha_reduce"])
+    torch.set_num_threads(1)
+    assert out["true"][0] == [1, 1] and out["false"][0] is None
+    # the same search, up to the rounding of two intra-op threads against one per pass
+    assert out["true"][1] == out["false"][1]
+    assert torch.allclose(torch.tensor(out["true"][2]), torch.tensor(out["false"][2]), rtol=0, atol=1e-6)
+    assert not torch.equal(torch.tensor(out["true"][2]), torch.zeros(28, 8))  # alpha moved
