@@ -1,6 +1,8 @@
 """Step-time ratios of the search methods, with the methods' steps interleaved in one process.
 
     python benchmarks/search_ratios.py --rounds 6 --threads 1 --out benchmarks/search_ratios_cpu.json
+    python benchmarks/search_ratios.py --processes --methods darts1,rarts,rarts:serial --rounds 6 --warmup 2 \
+        --threads 2 --out benchmarks/search_ratios_cpu.json --note "what the run is"
     python benchmarks/search_ratios.py --part pairs --rounds 6 --threads 1 --out benchmarks/paired_passes_cpu.json
 
 `rarts bench search` runs each method in its own process, one after the other (or, with --rounds, each several
@@ -9,12 +11,19 @@ steps in one stretch of time. Here every method is built once in this process an
 one step each (after one warm-up round; every other round in reverse order), so the drift falls on all methods
 alike; the ratios are those of the per-method medians, next to the ratio of their FLOPs (rarts.bench.PASSES).
 
+--processes: every method in a Python process of its own, as in a real run (one method's allocations and caches
+never slow another's), stepped in turn by this one over pipes; each step's time is the one its process measured,
+and each process's peak resident set is reported. A method name ending in ":serial" runs rarts's independent
+passes one after the other where it would pair them (rarts.search.paired, with 2+ threads).
+--out appends the run, with --note, to the file's list of runs.
+
 --part pairs: how much could running RARTS's w and y passes together save? An exact RARTS step (eq. 4) makes
 darts1's passes twice over: a weight pass for w and one for y (both at the current alpha, independent of each
-other), then an alpha-only pass at the new w and one at the new y. No pass can reuse another's work, so the only
-way below 2x darts1's step is to run each pair as one larger computation (w and y stacked along the channels as
-grouped convolutions, or side by side). The most that can gain is what a larger batch gains with shared weights:
-one pass of one network at batch 2B against two passes at batch B. Timed in turn, as above:
+other), then an alpha-only pass at the new w and one at the new y. No pass can reuse another's work, so the ways
+below 2x darts1's step are to run each pair at once on separate cores (what rarts.search.paired does) or as one
+larger computation (w and y stacked along the channels as grouped convolutions). The most stacking can gain is what
+a larger batch gains with shared weights: one pass of one network at batch 2B against two passes at batch B.
+Timed in turn, as above, the pairs one pass after the other:
 
   weight pair   RARTS's update_w and update_y at batch B (two forward + backward passes to weights and inputs)
   weight 2B     update_w at batch 2B (the training and validation batches concatenated)
@@ -214,6 +223,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"runs": []}
+        if "runs" not in record:  # a file of one run, from before runs were appended
+            record = {"runs": [record]}
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "note")}
         run = {"settings": settings, "environment": environment_info(device), "results": results, "note": args.note}
         record["runs"].append(run)

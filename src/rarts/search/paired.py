@@ -11,7 +11,9 @@ intra-op threads on one pass keep each other waiting, while two threads that eac
 not. `PairedPasses(threads)` holds two worker threads, the first with threads - threads // 2 torch threads and the
 second with threads // 2, and `run(first, second)` hands a pass to each and waits for both. Each pass runs as it
 would alone (the same operations in the same order), so a step computes what it computes one pass after the other,
-up to the rounding that the number of intra-op threads may change (none with one thread per worker).
+up to the rounding that the number of intra-op threads may change: with one thread per worker it equals a serial
+step on one thread bit for bit (tests/test_paired.py). Grad mode and autocast are per thread in torch: a worker
+runs with gradients on and no autocast, which is what the search's passes need on the CPU.
 
 The cost is memory: both graphs of a pair are held at once. Methods use it through
 `SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
