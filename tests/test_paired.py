@@ -8,11 +8,11 @@ import threading
 
 import pytest
 import torch
-from tests.tiny_runs import TINY_SEARCH
 
 from rarts.search import METHODS, MethodSettings, paired
 from rarts.search.paired import PairedPasses
 from rarts.supernet import Architecture, SearchNetwork
+from tiny_runs import TINY_SEARCH
 
 # ---- the runner ----------------------------------------------------------------------------------------------------
 
