@@ -209,3 +209,24 @@ def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path):
     assert out["true"][1] == out["false"][1]
     assert torch.allclose(torch.tensor(out["true"][2]), torch.tensor(out["false"][2]), rtol=0, atol=1e-6)
     assert not torch.equal(torch.tensor(out["true"][2]), torch.zeros(28, 8))  # alpha moved
+
+
+def test_out_of_memory_in_a_paired_pass_fails_with_advice(tmp_path, monkeypatch):
+    from rarts.errors import RunFailed
+    from rarts.search.config import make_config
+    from rarts.search.loop import run_search
+    from rarts.search.rarts import RARTS
+
+    def no_memory(self, key, batch):
+        assert threading.current_thread().name.startswith("rarts-pass")  # raised in a worker, reported by the loop
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
+
+    monkeypatch.setattr(RARTS, "weight_pass", no_memory)
+    cfg = make_config("quick", {**TINY_SEARCH, "threads": "2"})
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(RunFailed, match=r"out of CPU memory at epoch 1/2, step 1/2 of rarts.*paired_passes=false"):
+            run_search(cfg, tmp_path / "run", quiet=True)
+    finally:
+        torch.set_num_threads(1)
+    assert not set(threading.enumerate()) - before  # the run's workers were closed
