@@ -218,6 +218,8 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args)
         return
+    if args.processes and args.part != "methods":
+        raise SystemExit("--processes is for --part methods")
     device = torch.device("cpu")
     results = method_ratios(args, device) if args.part == "methods" else paired_passes(args, device)
     if args.out:

@@ -33,7 +33,7 @@ def test_the_two_callables_run_at_the_same_time():
     assert thread_a != thread_b and threading.current_thread().name not in (thread_a, thread_b)
 
 
-@pytest.mark.parametrize("threads, each", [(2, (1, 1)), (3, (2, 1)), (4, (2, 2))])
+@pytest.mark.parametrize("threads, each", [(2, (1, 1)), (3, (1, 1)), (4, (2, 2))])
 def test_the_workers_share_the_threads_and_leave_the_callers_count_alone(threads, each):
     before = torch.get_num_threads()
     runner = PairedPasses(threads)
@@ -57,11 +57,18 @@ def test_an_error_is_raised_after_both_have_finished():
         finished.set()
         return 1
 
+    def also_fails():
+        raise RuntimeError("second failed")
+
     runner = PairedPasses(2)
     try:
         with pytest.raises(ValueError, match="first failed"):
             runner.run(fail, slow)
         assert finished.is_set()
+        with pytest.raises(ValueError, match="first failed") as err:
+            runner.run(fail, also_fails)
+        if hasattr(err.value, "add_note"):  # Python 3.11+: the other failure is noted, not lost
+            assert "second failed" in "".join(err.value.__notes__)
         assert runner.run(lambda: 1, lambda: 2) == (1, 2)  # the workers go on
     finally:
         runner.close()
@@ -84,6 +91,34 @@ def test_the_worker_threads_end_on_close_and_when_the_runner_is_dropped():
 def test_one_thread_cannot_be_paired():
     with pytest.raises(ValueError, match="at least 2"):
         PairedPasses(1)
+
+
+def test_a_worker_that_cannot_start_fails_the_constructor(monkeypatch):
+    before = torch.get_num_threads()
+
+    def refuse(n):
+        if threading.current_thread().name.startswith("rarts-pass"):
+            raise RuntimeError("no threads here")
+        real(n)
+
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    with pytest.raises(RuntimeError, match="no threads here"):
+        PairedPasses(2)
+    assert torch.get_num_threads() == before
+
+
+def test_methods_without_pairs_refuse_a_runner():
+    runner = PairedPasses(2)
+    try:
+        for method in (make("rarts", y_init="tied"), make("darts1"), make("milenas")):
+            sweep = method.sweep
+            with pytest.raises(ValueError, match="no independent passes"):
+                method.use_paired_passes(runner)
+            method.use_paired_passes(None)
+            assert method.paired is None and method.sweep == sweep
+    finally:
+        runner.close()
 
 
 # ---- the methods ---------------------------------------------------------------------------------------------------
@@ -196,14 +231,17 @@ def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path):
     from rarts.search.loop import run_search
 
     out = {}
-    for flag in ("true", "false"):
-        cfg = make_config("quick", {**TINY_SEARCH, "epochs": "1", "threads": "2", "paired_passes": flag})
-        run = tmp_path / flag
-        summary = run_search(cfg, str(run), quiet=True)
-        env = json.loads((run / "environment.json").read_text())
-        alpha = json.loads((run / "alpha.json").read_text())
-        out[flag] = (env["paired_passes_threads"], summary["genotype"], alpha["alpha_normal"] + alpha["alpha_reduce"])
-    torch.set_num_threads(1)
+    try:
+        for flag in ("true", "false"):
+            cfg = make_config("quick", {**TINY_SEARCH, "epochs": "1", "threads": "2", "paired_passes": flag})
+            run = tmp_path / flag
+            summary = run_search(cfg, str(run), quiet=True)
+            env = json.loads((run / "environment.json").read_text())
+            alpha = json.loads((run / "alpha.json").read_text())
+            alphas = alpha["alpha_normal"] + alpha["alpha_reduce"]
+            out[flag] = (env["paired_passes_threads"], summary["genotype"], alphas)
+    finally:
+        torch.set_num_threads(1)
     assert out["true"][0] == [1, 1] and out["false"][0] is None
     # the same search, up to the rounding of two intra-op threads against one per pass
     assert out["true"][1] == out["false"][1]

@@ -268,7 +268,10 @@ class SearchMethod:
         return False
 
     def use_paired_passes(self, runner: Optional[PairedPasses]) -> None:
-        """Run the independent pairs of passes on `runner` from now on (None: one after the other)."""
+        """Run the independent pairs of passes on `runner` from now on (None: one after the other). A method without
+        such pairs (`has_paired_passes`) refuses a runner."""
+        if runner is not None and not self.has_paired_passes():
+            raise ValueError(f"method {self.name} has no independent passes to pair")
         self.paired = runner
 
     def learning_rates(self) -> dict[str, float]:

@@ -8,14 +8,16 @@ needs the alpha its alpha pass just produced.
 
 On a CPU the pairs pay when run side by side: the search network's kernels are small (16 channels), so two
 intra-op threads on one pass keep each other waiting, while two threads that each run a whole pass of their own do
-not. `PairedPasses(threads)` holds two worker threads, the first with threads - threads // 2 torch threads and the
-second with threads // 2, and `run(first, second)` hands a pass to each and waits for both. Each pass runs as it
+not. `PairedPasses(threads)` holds two worker threads with threads // 2 torch threads each (an odd count leaves
+one out: a pair takes as long as its slower pass), and `run(first, second)` hands a pass to each and waits for
+both. Measured on two threads only (the README's figures). Each pass runs as it
 would alone (the same operations in the same order), so a step computes what it computes one pass after the other,
 up to the rounding that the number of intra-op threads may change: with one thread per worker it equals a serial
 step on one thread bit for bit (tests/test_paired.py). Grad mode and autocast are per thread in torch: a worker
 runs with gradients on and no autocast, which is what the search's passes need on the CPU.
 
-The cost is memory: both graphs of a pair are held at once. Methods use it through
+The cost is memory: both graphs of a pair are held at once. Ctrl-C stops the waiting thread at once; closing the
+runner then waits for the passes in flight to end (up to a pass's time). Methods use it through
 `SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
 least two torch threads, for a method whose passes come in independent pairs (RARTS with its own y).
 """
@@ -58,8 +60,12 @@ class _Worker:
 def _serve(jobs: queue.SimpleQueue, threads: int, ready: Future) -> None:
     # set_num_threads fixes this thread's OpenMP and MKL thread counts; get_num_threads makes ATen's lazy
     # per-thread initialisation happen now, while the process-wide count is this worker's, not later.
-    torch.set_num_threads(threads)
-    ready.set_result(torch.get_num_threads())
+    try:
+        torch.set_num_threads(threads)
+        ready.set_result(torch.get_num_threads())
+    except BaseException as e:  # raised by the constructor, which waits on `ready`
+        ready.set_exception(e)
+        return
     while True:
         job = jobs.get()
         if job is None:
@@ -80,18 +86,23 @@ class PairedPasses:
             raise ValueError(f"two passes side by side need at least 2 threads, got {threads}")
         main = torch.get_num_threads()
         # One worker at a time: each sets the process-wide count to its own while it initialises.
-        self._workers = [_Worker(threads - threads // 2, "rarts-pass-0"), _Worker(threads // 2, "rarts-pass-1")]
-        torch.set_num_threads(main)  # this thread's count (and the process-wide one) as they were
+        self._workers = []
+        try:
+            for i in range(2):
+                self._workers.append(_Worker(threads // 2, f"rarts-pass-{i}"))
+        finally:
+            torch.set_num_threads(main)  # this thread's count (and the process-wide one) as they were
         self.threads = tuple(w.threads for w in self._workers)
 
     def run(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
         """(first(), second()), computed at once. Both have finished when it returns or raises; an exception of
-        `first` is raised before one of `second`."""
+        `first` is raised before one of `second`, with a note of the other when both fail."""
         futures = [w.submit(fn) for w, fn in zip(self._workers, (first, second))]
-        errors = [f.exception() for f in futures]  # waits for both
-        for error in errors:
-            if error is not None:
-                raise error
+        errors = [e for e in (f.exception() for f in futures) if e is not None]  # waits for both
+        if errors:
+            if len(errors) == 2 and hasattr(errors[0], "add_note"):  # (Python 3.11+)
+                errors[0].add_note(f"the other pass of the pair failed too: {errors[1]!r}")
+            raise errors[0]
         return futures[0].result(), futures[1].result()
 
     def close(self) -> None:

@@ -84,7 +84,7 @@ class RARTS(SearchMethod):
         return not self.tied
 
     def use_paired_passes(self, runner) -> None:
-        super().use_paired_passes(runner)
+        super().use_paired_passes(runner)  # (refused for a tied y: its alpha passes would share one network)
         if self.settings.sweep == "gauss-seidel" and not self.tied:
             self.sweep = ("w", "y", "alpha") if runner is None else ("wy", "alpha")
 
