@@ -634,8 +634,10 @@ class LatencyPenalty:
     """Expected latency of the search network under the softmax of alpha, differentiable in alpha.
 
     `penalty(arch)` is sum over cells, edges and ops of softmax(alpha)[e, o] * latency(o at edge e of the cell),
-    a scalar tensor in milliseconds on alpha's device. The fixed parts (stem, preprocessing, merges, head) do
-    not depend on alpha; they are in `fixed_ms`, and `expected_latency_ms` adds them for logging.
+    a scalar tensor in milliseconds on alpha's device. `arch` is an Architecture, or a pair (normal, reduce) of
+    (14, 8) mixing weights, softmax(alpha) already taken (what `Architecture.weights()` returns), not raw alphas.
+    The fixed parts (stem, preprocessing, merges, head) do not depend on alpha; they are in `fixed_ms`, and
+    `expected_latency_ms` adds them for logging.
     `genotype_latency(genotype)` is the table's estimate for the discrete network of the search network's
     shape; `predict_final(genotype, dataset, C, layers)` that for a final network, if the table covers it.
     """
