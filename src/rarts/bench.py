@@ -139,9 +139,7 @@ def search_method(spec: BenchSpec, device: torch.device):
     name, _, sweep = spec.method.partition("-")
     settings = MethodSettings(sweep=sweep) if sweep else MethodSettings()
     method = METHODS[name](net, arch, settings)
-    threads = paired.usable(device, spec.paired_passes)
-    if threads is not None and method.has_paired_passes():  # as `rarts search` does (its threads end with method)
-        method.use_paired_passes(paired.PairedPasses(threads))
+    paired.pair(method, device, spec.paired_passes)  # as `rarts search` does
     method.start_epoch(0)
     return method, _batch(spec, device, 10), _batch(spec, device, 10)
 

@@ -19,7 +19,8 @@ runs with gradients on and no autocast, which is what the search's passes need o
 The cost is memory: both graphs of a pair are held at once. Ctrl-C stops the waiting thread at once; closing the
 runner then waits for the passes in flight to end (up to a pass's time). Methods use it through
 `SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
-least two torch threads, for a method whose passes come in independent pairs (RARTS with its own y).
+least two torch threads, for a method whose passes come in independent pairs (RARTS with its own y);
+`pair` does the same for as long as the method lives.
 """
 
 from __future__ import annotations
@@ -119,16 +120,24 @@ def usable(device: torch.device, enabled: bool = True) -> Optional[int]:
     return threads if threads >= 2 else None
 
 
-@contextlib.contextmanager
-def attach(method, device: torch.device, enabled: bool = True) -> Iterator[Optional[PairedPasses]]:
-    """Within the block, `method` runs its independent pairs of passes side by side where that can pay (see
-    `usable`) and the method has such pairs; yields the PairedPasses, or None when the passes run in turn."""
+def pair(method, device: torch.device, enabled: bool = True) -> Optional[PairedPasses]:
+    """Make `method` run its independent pairs of passes side by side where that can pay (see `usable`) and the
+    method has such pairs; returns the PairedPasses now in use (its threads end with it), or None."""
     threads = usable(device, enabled)
     if threads is None or not method.has_paired_passes():
-        yield None
-        return
+        return None
     runner = PairedPasses(threads)
     method.use_paired_passes(runner)
+    return runner
+
+
+@contextlib.contextmanager
+def attach(method, device: torch.device, enabled: bool = True) -> Iterator[Optional[PairedPasses]]:
+    """`pair` for the block: afterwards the method runs its passes in turn again and the workers have ended."""
+    runner = pair(method, device, enabled)
+    if runner is None:
+        yield None
+        return
     try:
         yield runner
     finally:
