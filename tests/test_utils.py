@@ -166,6 +166,13 @@ def test_an_out_file_that_is_a_folder_is_refused_before_the_measurements(tmp_pat
     assert capsys.readouterr().err == f"rarts: error: --out {tmp_path} is a folder; give a file name\n"
 
 
+def test_an_out_file_where_no_file_can_be_written_is_refused_before_the_measurements(capsys):
+    # /proc takes no new files, even from root (CI runs as root, where permission bits would not stop it)
+    assert main(["bench", "search", "--out", "/proc/rarts-bench.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rarts: error: cannot write --out /proc/rarts-bench.json: no file can be created in /proc (")
+
+
 def test_under_torchrun_only_rank_0_prints_a_refused_setting(tmp_path, capsys, monkeypatch):
     argv = ["search", "--method", "rarts", "--preset", "quick", "--out", str(tmp_path / "r"), "lam=-1"]
     monkeypatch.setenv("RANK", "1")

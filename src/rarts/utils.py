@@ -223,7 +223,8 @@ def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
 
 
 def check_out_file(path: str | os.PathLike) -> None:
-    """Refuse, before the work that fills it, an output file that is a folder or whose folder cannot be made."""
+    """Refuse, before the work that fills it, an output file that is a folder, whose folder cannot be made, or in
+    whose folder no file can be written (atomic_write_bytes writes a temporary file there first)."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"--out {path} is a folder; give a file name")
@@ -231,6 +232,13 @@ def check_out_file(path: str | os.PathLike) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the folder of --out {path}: {e.strerror or e}") from e
+    try:
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as e:
+        why = e.strerror or e
+        raise UsageError(f"cannot write --out {path}: no file can be created in {path.parent} ({why})") from e
+    os.close(fd)
+    os.unlink(probe)
 
 
 def is_out_of_memory(e: BaseException) -> bool:
