@@ -133,15 +133,15 @@ def test_cli_search_json(capsys):
 
 
 @pytest.mark.parametrize("flag, expected", [("--paired-passes", [1, 1]), ("--no-paired-passes", None)])
-def test_cli_search_pairs_rarts_passes_with_two_threads(flag, expected, capsys):
-    argv = "bench search --methods darts1,rarts --channels 4 --cells 2 --image-size 8 --batch 2 --steps 1 --warmup 0"
+def test_cli_search_pairs_rarts_and_milenas_passes_with_two_threads(flag, expected, capsys):
+    argv = "bench search --methods darts1,milenas,rarts --channels 4 --cells 2 --image-size 8 --batch 2 --steps 1 --warmup 0"
     try:
         assert main(f"{argv} --threads 2 --no-isolate --json {flag}".split()) == 0
     finally:
         torch.set_num_threads(1)
     result = json.loads(capsys.readouterr().out)
     rows = {r["method"]: r for r in result["results"]}
-    assert rows["rarts"]["paired_passes_threads"] == expected
+    assert rows["rarts"]["paired_passes_threads"] == rows["milenas"]["paired_passes_threads"] == expected
     assert rows["darts1"]["paired_passes_threads"] is None  # its passes depend on each other
     assert result["settings"]["paired_passes"] is (expected is not None) and result["settings"]["threads"] == 2
 

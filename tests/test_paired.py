@@ -1,4 +1,5 @@
-"""RARTS's independent passes side by side (rarts.search.paired): the runner, and steps that equal the serial ones."""
+"""Independent passes side by side (rarts.search.paired): the runner, and RARTS and MiLeNAS steps that equal the
+serial ones."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def test_a_worker_that_cannot_start_fails_the_constructor(monkeypatch):
 def test_methods_without_pairs_refuse_a_runner():
     runner = PairedPasses(2)
     try:
-        for method in (make("rarts", y_init="tied"), make("darts1"), make("milenas")):
+        methods = (make("darts1"), make("darts2"), make("random"), make("rarts", y_init="tied", sweep="jacobi"))
+        for method in methods:
             sweep = method.sweep
             with pytest.raises(ValueError, match="no independent passes"):
                 method.use_paired_passes(runner)
@@ -151,18 +153,28 @@ def state(method):
     return out
 
 
-@pytest.mark.parametrize("sweep", ["gauss-seidel", "jacobi"])
-def test_paired_steps_equal_the_serial_steps_exactly(sweep):
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("rarts", {"sweep": "gauss-seidel"}),
+        ("rarts", {"sweep": "jacobi"}),
+        ("rarts", {"y_init": "tied"}),  # its two alpha passes side by side on one network
+        ("milenas", {}),  # the same
+    ],
+)
+def test_paired_steps_equal_the_serial_steps_exactly(name, settings):
     # One torch thread here (conftest) and one in each worker: the same kernels on the same data, so the same bits.
     assert torch.get_num_threads() == 1
-    serial, side_by_side = make(sweep=sweep, beta=2.0, lam=0.5), make(sweep=sweep, beta=2.0, lam=0.5)
+    settings = {"beta": 2.0, "lam": 0.5, **settings} if name == "rarts" else {"lam": 0.5}
+    serial, side_by_side = make(name, **settings), make(name, **settings)
+    sweep = settings.get("sweep", "gauss-seidel")
     data = batches()
     with paired.attach(side_by_side, torch.device("cpu"), enabled=True) as none:
         assert none is None  # one thread: nothing to share
     runner = PairedPasses(2)
     side_by_side.use_paired_passes(runner)
     try:
-        if sweep == "gauss-seidel":
+        if name == "rarts" and sweep == "gauss-seidel" and "y_init" not in settings:
             assert serial.sweep == ("w", "y", "alpha") and side_by_side.sweep == ("wy", "alpha")
         for train, val in zip(data[::2], data[1::2]):
             m_serial, m_paired = serial.step(train, val), side_by_side.step(train, val)
@@ -177,6 +189,46 @@ def test_paired_steps_equal_the_serial_steps_exactly(sweep):
     changed = [k for k in a if not torch.equal(a[k], b[k])]
     assert not changed, changed[:5]
     assert side_by_side.sweep == serial.sweep  # back to the serial sweep
+    for net in side_by_side.networks().values():  # every switch a pass held is back as it was
+        assert all(p.requires_grad for p in net.parameters())
+        assert all(m.track_running_stats for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_a_switch_held_by_two_threads_stays_on_until_both_have_left():
+    """Two alpha passes of one network at once (milenas, a tied rarts) both turn its weight gradients and its
+    statistics updates off: the first to finish must not turn them back on under the other."""
+    from rarts.ops import frozen_statistics
+    from rarts.search.base import without_weight_grads
+
+    net = SearchNetwork(4, 10, 3)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def switches():  # (any weight requires its gradient, any BatchNorm updates its statistics)
+        return any(p.requires_grad for p in net.parameters()), any(m.track_running_stats for m in norms)
+
+    def first():
+        with frozen_statistics(net), without_weight_grads(net):
+            first_in.set()
+            assert second_in.wait(20)
+            seen["both inside"] = switches()
+        first_out.set()
+
+    def second():
+        assert first_in.wait(20)
+        with frozen_statistics(net), without_weight_grads(net):
+            second_in.set()
+            assert first_out.wait(20)
+            seen["second alone inside"] = switches()
+
+    runner = PairedPasses(2)
+    try:
+        runner.run(first, second)
+    finally:
+        runner.close()
+    assert seen == {"both inside": (False, False), "second alone inside": (False, False)}
+    assert switches() == (True, True)
 
 
 def test_the_pairs_meet_in_different_threads():
@@ -205,9 +257,8 @@ def test_the_pairs_meet_in_different_threads():
 @pytest.mark.parametrize(
     "name, settings, device, enabled",
     [
-        ("rarts", {"y_init": "tied"}, "cpu", True),  # one network: its alpha passes share it
         ("darts1", {}, "cpu", True),  # its weight pass needs the alpha its alpha pass makes
-        ("milenas", {}, "cpu", True),
+        ("rarts", {"y_init": "tied", "sweep": "jacobi"}, "cpu", True),  # the alpha pass would stop w's weight pass
         ("rarts", {}, "cuda", True),  # never paired on a GPU (not touched: no CUDA needed)
         ("rarts", {}, "cpu", False),
     ],

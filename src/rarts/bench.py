@@ -63,7 +63,7 @@ class BenchSpec:
     device: str = "cpu"
     channels_last: bool = True
     threads: Optional[int] = None
-    paired_passes: bool = True  # rarts on the CPU with 2+ threads: w's and y's passes at once (rarts.search.paired)
+    paired_passes: bool = True  # rarts, milenas on the CPU with 2+ threads: independent passes at once (search.paired)
     seed: int = 0
     genotype: str = "DARTS_V2"  # the final network of method="train"
 
@@ -89,7 +89,7 @@ class Measurement:
     baseline_memory_bytes: Optional[int] = None
     forward_mult_adds: int = 0  # per image
     parameters: int = 0
-    paired_threads: Optional[list[int]] = None  # torch threads of the two workers running rarts's pairs of passes
+    paired_threads: Optional[list[int]] = None  # torch threads of the two workers running a method's pairs of passes
 
 
 # ---- the matmul peak ----------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ and divides the spatial size by `stride`. The search network builds them with af
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Callable, Optional
 
@@ -181,18 +183,50 @@ class DepthwiseConv2d(nn.Conv2d):
         return p % d == 0 and x.shape[2] % d == 0 and x.shape[3] % d == 0
 
 
+_SWITCH_LOCK = threading.Lock()
+_SWITCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {switch name: [holders, saved]}
+
+
 @contextlib.contextmanager
-def frozen_statistics(net: nn.Module) -> Iterator[None]:
-    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
-    updating their running statistics (nor their batch counters)."""
-    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in layers:
-        m.track_running_stats = False
+def module_switch(
+    net: nn.Module, name: str, turn_on: Callable[[], object], turn_off: Callable[[object], None]
+) -> Iterator[None]:
+    """Hold the switch `name` of `net` for the block. The first holder to enter calls turn_on(), which changes
+    `net` and returns what turn_off(saved) needs to undo it; the last holder to leave calls turn_off. Two passes
+    on two threads (rarts.search.paired) may so hold one switch of one network at once: with a plain set-and-reset,
+    the first to finish would reset it under the other, still running."""
+    with _SWITCH_LOCK:
+        holders = _SWITCHES.setdefault(net, {})
+        if name not in holders:
+            holders[name] = [0, turn_on()]
+        entry = holders[name]
+        entry[0] += 1
     try:
         yield
     finally:
+        with _SWITCH_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del holders[name]
+                turn_off(entry[1])
+
+
+def frozen_statistics(net: nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
+    updating their running statistics (nor their batch counters). Threads may hold it at once (`module_switch`)."""
+
+    def freeze() -> list[nn.Module]:
+        batchnorm = nn.modules.batchnorm._BatchNorm
+        layers = [m for m in net.modules() if isinstance(m, batchnorm) and m.track_running_stats]
+        for m in layers:
+            m.track_running_stats = False
+        return layers
+
+    def thaw(layers: list[nn.Module]) -> None:
         for m in layers:
             m.track_running_stats = True
+
+    return module_switch(net, "frozen_statistics", freeze, thaw)
 
 
 class _WeightedBatchNormFunction(torch.autograd.Function):

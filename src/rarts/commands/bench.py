@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="paired_passes",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="rarts on a CPU with 2+ threads: w's and y's independent passes at once, each on half the threads, as"
-        " `rarts search` runs them (default: on)",
+        help="rarts and milenas on a CPU with 2+ threads: their independent passes two at once, each on half the"
+        " threads, as `rarts search` runs them (default: on)",
     )
     _common(s)
     s.set_defaults(func=search_command)

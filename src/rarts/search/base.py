@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -33,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rarts.errors import UsageError
-from rarts.ops import frozen_statistics
+from rarts.ops import frozen_statistics, module_switch
 from rarts.search.paired import PairedPasses
 from rarts.supernet import Architecture, SearchNetwork
 
@@ -173,17 +172,21 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == target).float().mean()
 
 
-@contextlib.contextmanager
-def without_weight_grads(net: nn.Module) -> Iterator[None]:
-    """Within the block, the parameters of `net` that require gradients do not."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
+def without_weight_grads(net: nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block, the parameters of `net` that require gradients do not. Threads may hold it at once (two
+    alpha passes of one network side by side: rarts.ops.module_switch)."""
+
+    def switch_off() -> list[nn.Parameter]:
+        params = [p for p in net.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        return params
+
+    def switch_on(params: list[nn.Parameter]) -> None:
         for p in params:
             p.requires_grad_(True)
+
+    return module_switch(net, "without_weight_grads", switch_off, switch_on)
 
 
 def reinitialise(net: nn.Module) -> nn.Module:
@@ -321,6 +324,12 @@ class SearchMethod:
         if detach:
             return w_normal.detach(), w_reduce.detach()
         return w_normal, w_reduce
+
+    def alpha_pass(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """grad_alpha of the loss of `net` on `batch` (alpha only, running statistics untouched): (loss, logits,
+        gradients). Two of them, of one network or two, may run at once (`side_by_side`)."""
+        loss, logits = self.loss(net, batch, self.mixing(), update_stats=False, weight_grads=False)
+        return loss, logits, self.alpha_gradient(loss)
 
     def alphas(self) -> list[nn.Parameter]:
         return self.arch.alphas()

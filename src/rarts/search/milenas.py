@@ -18,11 +18,15 @@ from rarts.search.base import Batch, Metrics, SearchMethod, accuracy, register_m
 class MiLeNAS(SearchMethod):
     sweep = ("w", "alpha")
 
+    def has_paired_passes(self) -> bool:
+        # the alpha passes on the validation and the training batch, both at the new w, are independent
+        return True
+
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
-        # One backward pass per term, so the two graphs are never held at once (half the peak memory).
-        loss_val, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)
-        g_val = self.alpha_gradient(loss_val)
-        loss_train, _ = self.loss(self.w, train_batch, self.mixing(), update_stats=False, weight_grads=False)
-        g_train = self.alpha_gradient(loss_train)
+        # One backward pass per term. One after the other, the two graphs are never held at once (half the peak
+        # memory); side by side (rarts.search.paired, on the CPU with two or more threads) they are.
+        (loss_val, logits, g_val), (_, _, g_train) = self.side_by_side(
+            lambda: self.alpha_pass(self.w, val_batch), lambda: self.alpha_pass(self.w, train_batch)
+        )
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -1,10 +1,14 @@
-"""Two independent passes of a search step at once, each on a thread of its own: what RARTS's two networks allow.
+"""Two independent passes of a search step at once, each on a thread of its own: RARTS's and MiLeNAS's pairs.
 
 A Gauss-Seidel RARTS step (eq. 4) makes two weight passes, w's on the training batch and y's on the validation
 batch, then two alpha-only passes, at the new w and at the new y. The two passes of each pair are independent: y's
 gradient of L_val is taken at the old y (line 1 changes w only, and line 2 needs the new w for its coupling term
-alone), and the alpha passes read w and y and change neither. DARTS's passes have no such pairs: its weight pass
-needs the alpha its alpha pass just produced.
+alone), and the alpha passes read w and y and change neither. MiLeNAS's alpha step is such a pair too: its
+alpha-only passes on the validation and the training batch, both at the new w. Two alpha-only passes of one
+network (MiLeNAS, RARTS with y tied to w) both switch the network's weight gradients and statistics updates off
+while they run; rarts.ops.module_switch keeps the switches off until the last of them has finished. DARTS's
+passes have no such pairs: its weight pass needs the alpha its alpha pass just produced (1st order), and its 2nd
+order's two finite-difference passes swap the network's weights in and out as they run.
 
 On a CPU the pairs pay when run side by side: the search network's kernels are small (16 channels), so two
 intra-op threads on one pass keep each other waiting, while two threads that each run a whole pass of their own do
@@ -19,7 +23,7 @@ runs with gradients on and no autocast, which is what the search's passes need o
 The cost is memory: both graphs of a pair are held at once. Ctrl-C stops the waiting thread at once; closing the
 runner then waits for the passes in flight to end (up to a pass's time). Methods use it through
 `SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
-least two torch threads, for a method whose passes come in independent pairs (RARTS with its own y);
+least two torch threads, for a method whose passes come in independent pairs (RARTS, MiLeNAS);
 `pair` does the same for as long as the method lives.
 """
 

@@ -80,11 +80,13 @@ class RARTS(SearchMethod):
         return {"w": self.w} if self.tied else {"w": self.w, "y": self.y}
 
     def has_paired_passes(self) -> bool:
-        # w's and y's weight passes are independent, and so are the alpha passes at w and at y (rarts.search.paired)
-        return not self.tied
+        # w's and y's weight passes are independent, and so are the alpha passes at w and at y (rarts.search.paired);
+        # a tied y keeps the alpha pair (two alpha-only passes of one network may run at once), but its Jacobi step
+        # has none: the alpha-only pass would switch off the weight gradients the other pass of w needs.
+        return not (self.tied and self.settings.sweep == "jacobi")
 
     def use_paired_passes(self, runner) -> None:
-        super().use_paired_passes(runner)  # (refused for a tied y: its alpha passes would share one network)
+        super().use_paired_passes(runner)
         if self.settings.sweep == "gauss-seidel" and not self.tied:
             self.sweep = ("w", "y", "alpha") if runner is None else ("wy", "alpha")
 
@@ -124,16 +126,10 @@ class RARTS(SearchMethod):
         )
         return {**self.update_w(train_batch, val_batch, w_data), **self.update_y(train_batch, val_batch, y_data)}
 
-    def alpha_pass(self, net, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """grad_alpha of the loss of `net` on `batch` (alpha only, running statistics untouched): (loss, logits,
-        gradients)."""
-        loss, logits = self.loss(net, batch, self.mixing(), update_stats=False, weight_grads=False)
-        return loss, logits, self.alpha_gradient(loss)
-
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4), line 3: lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha), with w and y of lines 1-2.
         # One backward pass per term: one after the other, the two graphs are never held at once (half the peak
-        # memory); side by side (never for a tied y, one network) they are.
+        # memory); side by side they are.
         (loss_val, logits, g_val), (_, _, g_train) = self.side_by_side(
             lambda: self.alpha_pass(self.y, val_batch), lambda: self.alpha_pass(self.w, train_batch)
         )
