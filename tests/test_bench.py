@@ -134,7 +134,8 @@ def test_cli_search_json(capsys):
 
 @pytest.mark.parametrize("flag, expected", [("--paired-passes", [1, 1]), ("--no-paired-passes", None)])
 def test_cli_search_pairs_rarts_and_milenas_passes_with_two_threads(flag, expected, capsys):
-    argv = "bench search --methods darts1,milenas,rarts --channels 4 --cells 2 --image-size 8 --batch 2 --steps 1 --warmup 0"
+    argv = "bench search --methods darts1,milenas,rarts --channels 4 --cells 2 --image-size 8 --batch 2"
+    argv += " --steps 1 --warmup 0"
     try:
         assert main(f"{argv} --threads 2 --no-isolate --json {flag}".split()) == 0
     finally:
