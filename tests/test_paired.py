@@ -277,16 +277,19 @@ def test_no_pairs_where_they_cannot_pay(name, settings, device, enabled):
 # ---- the search command --------------------------------------------------------------------------------------------
 
 
-def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path):
+@pytest.mark.parametrize("method", ["rarts", "milenas"])
+def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path, method):
     from rarts.search.config import make_config
     from rarts.search.loop import run_search
 
     out = {}
     try:
         for flag in ("true", "false"):
-            cfg = make_config("quick", {**TINY_SEARCH, "epochs": "1", "threads": "2", "paired_passes": flag})
+            settings = {**TINY_SEARCH, "method": method, "epochs": "1", "threads": "2", "paired_passes": flag}
+            cfg = make_config("quick", settings)
             run = tmp_path / flag
             summary = run_search(cfg, str(run), quiet=True)
+            assert summary["method"] == method
             env = json.loads((run / "environment.json").read_text())
             alpha = json.loads((run / "alpha.json").read_text())
             alphas = alpha["alpha_normal"] + alpha["alpha_reduce"]
