@@ -23,7 +23,6 @@ over two intra-op threads'.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_ratios import interleave  # noqa: E402  (the same rounds as the ratio benchmark)
+from search_ratios import append_run, interleave  # noqa: E402  (the same rounds and files as the ratio benchmark)
 
 
 def kernel_variants(runner, reps: int) -> dict:
@@ -82,7 +81,7 @@ def pass_variants(method, runner, train, val) -> dict:
 
 def main() -> None:
     from rarts.bench import BenchSpec, search_method
-    from rarts.utils import environment_info, seed_everything
+    from rarts.utils import seed_everything
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32)
@@ -129,12 +128,7 @@ def main() -> None:
     for name, value in derived.items():
         print(f"{name:40s} {value:6.2f}")
     if args.out:
-        out = Path(args.out)
-        record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"runs": []}
-        settings = {k: v for k, v in vars(args).items() if k not in ("out", "note")}
-        env = environment_info(torch.device("cpu"))
-        record["runs"].append({"settings": settings, "environment": env, "results": result, "note": args.note})
-        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        append_run(args, result)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ alike; the ratios are those of the per-method medians, next to the ratio of thei
 
 --processes: every method in a Python process of its own, as in a real run (one method's allocations and caches
 never slow another's), stepped in turn by this one over pipes; each step's time is the one its process measured,
-and each process's peak resident set is reported. A method name ending in ":serial" runs rarts's independent
+and each process's peak resident set is reported. A method name ending in ":serial" runs its independent
 passes one after the other where it would pair them (rarts.search.paired, with 2+ threads).
 --out appends the run, with --note, to the file's list of runs.
 
@@ -66,7 +66,7 @@ def interleave(variants: dict[str, Callable[[], object]], rounds: int, warmup: i
 
 def build_step(m: str, args, device: torch.device):
     """(step, forward mult-adds, paired-pass threads) of method `m` ("rarts", or "rarts:serial" for its passes
-    one after the other) as `rarts bench search` builds it."""
+    one after the other where it would pair them) as `rarts bench search` builds it."""
     from rarts.bench import BenchSpec, _search_step
     from rarts.utils import seed_everything
 
@@ -195,8 +195,6 @@ def paired_passes(args, device: torch.device) -> dict:
 
 
 def main() -> None:
-    from rarts.utils import environment_info
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("methods", "pairs"), default="methods")
     p.add_argument("--methods", default="darts1,darts2,milenas,rarts,rarts-jacobi", help="--part methods only")
@@ -223,14 +221,22 @@ def main() -> None:
     device = torch.device("cpu")
     results = method_ratios(args, device) if args.part == "methods" else paired_passes(args, device)
     if args.out:
-        out = Path(args.out)
-        record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"runs": []}
-        if "runs" not in record:  # a file of one run, from before runs were appended
-            record = {"runs": [record]}
-        settings = {k: v for k, v in vars(args).items() if k not in ("out", "note")}
-        run = {"settings": settings, "environment": environment_info(device), "results": results, "note": args.note}
-        record["runs"].append(run)
-        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        append_run(args, results)
+
+
+def append_run(args, results) -> None:
+    """Append a run (its settings: the arguments but --out and --note; the machine; `results`; --note) to the
+    list of runs in the JSON file --out, written whole or not at all."""
+    from rarts.utils import environment_info, write_json
+
+    out = Path(args.out)
+    record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"runs": []}
+    if "runs" not in record:  # a file of one run, from before runs were appended
+        record = {"runs": [record]}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "note")}
+    env = environment_info(torch.device("cpu"))
+    record["runs"].append({"settings": settings, "environment": env, "results": results, "note": args.note})
+    write_json(out, record)
 
 
 if __name__ == "__main__":

@@ -381,7 +381,7 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
             env = environment_info(device)
             env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
             env["world_size"] = world.world_size
-            # torch threads of the two workers that run RARTS's independent passes at once; None: one at a time
+            # torch threads of the two workers that run the method's independent passes at once; None: one at a time
             env["paired_passes_threads"] = list(paired.threads) if paired is not None else None
             write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
             logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
