@@ -508,20 +508,6 @@ def test_info_table_and_bad_dataset_dir(tmp_path, capsys):
 # ---- image folders ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def image_root(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("val", 2)):
-        for cls in ("cat", "dog"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (30 + 7 * i, 40, 3), dtype=np.uint8)
-                ext = "png" if i % 2 else "jpg"
-                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.{ext}")
-    return tmp_path
-
-
 def test_folder_dataset_transforms_and_stream_loader(image_root):
     from rarts.data import StreamLoader
 
@@ -556,12 +542,69 @@ def test_random_resized_crop_stays_inside_the_image():
             assert 0 <= left and left + w <= width and 0 <= top and top + h <= height and w > 0 and h > 0
 
 
-def test_stream_loader_is_deterministic_with_workers(image_root):
+def test_stream_loader_batches_depend_on_the_seed_not_on_the_workers(image_root):
     from rarts.data import StreamLoader
 
     train = load_dataset("folder", str(image_root), "train")
-    runs = [[x for x, _ in StreamLoader(train, 3, workers=2, seed=4)] for _ in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    runs = [[x for x, _ in StreamLoader(train, 3, workers=workers, seed=4)] for workers in (2, 2, 0)]
+    assert len(runs[0]) == 2 and all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(*runs))
+    other = [x for x, _ in StreamLoader(train, 3, workers=0, seed=5)]
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
+def test_stream_loader_resumes_within_an_epoch(image_root):
+    from rarts.data import StreamLoader
+
+    train = load_dataset("folder", str(image_root), "train")
+    whole = StreamLoader(train, 2, workers=0, seed=1)
+    expected = [whole.next_batch() for _ in range(7)]  # 3 batches an epoch: into the third epoch
+    first = StreamLoader(train, 2, workers=0, seed=1)
+    taken = [first.next_batch() for _ in range(4)]
+    state = first.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 1)
+    second = StreamLoader(train, 2, workers=0, seed=1)
+    second.load_state_dict(state)
+    rest = list(second)  # iterating goes on to the end of epoch 2
+    assert len(rest) == 2 and second.state_dict()["epoch"] == 2
+    resumed = taken + rest + [second.next_batch()]
+    assert len(resumed) == len(expected)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(resumed, expected))
+    with pytest.raises(UsageError, match="batch_size=2, this loader has 3"):
+        StreamLoader(train, 3, workers=0).load_state_dict(state)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Image i is a 1x1 image of value i: batches show which images they hold."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.full((3, 1, 1), i, dtype=torch.uint8), i
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_stream_loader_shards_each_global_batch_over_the_ranks(train):
+    from rarts.data import StreamLoader
+
+    n, batch, world = 23, 4, 2
+    loaders = [
+        StreamLoader(_Indexed(n), batch, workers=0, train=train, drop_last=train, rank=r, world_size=world)
+        for r in range(world)
+    ]
+    batches = [[y.tolist() for _, y in loader] for loader in loaders]
+    assert [len(b) for b in batches] == [len(loader) for loader in loaders]
+    seen = [i for rank in batches for b in rank for i in b]
+    assert len(seen) == len(set(seen))
+    if train:  # equal batches on every rank; the images of the last, partial global batch are left out
+        assert [len(b) for b in batches] == [2, 2] and all(len(b) == batch for rank in batches for b in rank)
+        whole = [y.tolist() for _, y in StreamLoader(_Indexed(n), batch * world, workers=0, drop_last=True)]
+        assert [sorted(a + b) for a, b in zip(*batches)] == [sorted(b) for b in whole]
+    else:  # evaluation sees every image once: 23 = 3 global batches of 8, the last cut 4 + 3
+        assert sorted(seen) == list(range(n)) and [len(b[-1]) for b in batches] == [4, 3]
 
 
 def test_folder_info_measures_a_sample(image_root, capsys):

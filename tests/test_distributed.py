@@ -193,6 +193,7 @@ def _train_sets():
 
 def _runs_on_ranks(rank: int, out: str) -> None:
     from rarts.search.loop import run_search
+    from rarts.train import load_checkpoint as load_train_checkpoint
     from rarts.train import make_config, train
 
     out = Path(out)
@@ -205,6 +206,13 @@ def _runs_on_ranks(rank: int, out: str) -> None:
     results = [train(tcfg, out / "train-whole", sets=_train_sets(), log=lambda s: None)]
     assert train(tcfg, out / "train-stopped", stop_after=1, sets=_train_sets(), log=lambda s: None) is None
     results.append(train(tcfg, out / "train-stopped", resume=True, sets=_train_sets(), log=lambda s: None))
+    # Killed at step 2 of epoch 2 (drop-path on: each process's generator state is in the checkpoint).
+    every = make_config("quick", {**TINY_TRAIN, "checkpoint_every": 1}, {"genotype": "DARTS_V2"})
+    with pytest.raises(tiny_runs.Killed):
+        train(every, out / "train-killed", sets=_train_sets(), log=lambda s: None, on_step=tiny_runs.kill_after(6))
+    ckpt = load_train_checkpoint(out / "train-killed" / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["step"], ckpt["partial"]["seen"]) == (1, 2, 16)
+    results.append(train(every, out / "train-killed", resume=True, sets=_train_sets(), log=lambda s: None))
     # An auxiliary head with weight 0 would get no gradient, which DistributedDataParallel refuses: none is built.
     no_aux = make_config("quick", {**TINY_TRAIN, "auxiliary_weight": 0, "epochs": 1}, {"genotype": "DARTS_V2"})
     assert train(no_aux, out / "train-no-aux", sets=_train_sets(), log=lambda s: None) is not None
@@ -258,9 +266,13 @@ def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     assert last["val_loss"] == pytest.approx(loss, abs=1e-5) and last["val_acc"] == pytest.approx(acc, abs=1e-9)
     # Training: the same on both ranks (figures summed over them), the resumed run ends as the whole one.
     assert _untimed(ranks[1]["results"][0]) == _untimed(ranks[0]["results"][0])
-    first, second = ranks[0]["results"]
-    assert first["world_size"] == WORLD and first["test_images"] == 14 and _untimed(second) == _untimed(first)
+    first, second, third = ranks[0]["results"]
+    assert first["world_size"] == WORLD and first["test_images"] == 14
+    assert _untimed(second) == _untimed(first) and _untimed(third) == _untimed(first)
     _assert_same_run(tmp_path / "train-whole", tmp_path / "train-stopped", TRAIN_FILES)
+    _assert_same_run(tmp_path / "train-whole", tmp_path / "train-killed", TRAIN_FILES)
+    killed = load_train_checkpoint(tmp_path / "train-killed" / "checkpoint.pt")
+    assert killed["epoch"] == 2 and len(killed["rng_ranks"]) == WORLD
     model = model_from_checkpoint(
         load_train_checkpoint(tmp_path / "train-whole" / "checkpoint.pt"), torch.device("cpu")
     )

@@ -30,6 +30,7 @@ from rarts.train import (
     train_one_epoch,
     training_loss,
 )
+from tiny_runs import Killed, kill_after
 
 TINY = {
     "init_channels": 4,
@@ -310,6 +311,85 @@ def test_resume_ends_with_the_same_weights(tmp_path, sets):
     result_a = json.loads((straight / "result.json").read_text())
     result_b = json.loads((parted / "result.json").read_text())
     assert result_a["test_top1_error"] == result_b["test_top1_error"]
+
+
+def _same_training(a, b) -> None:
+    """Two run folders end with the same weights, momentum, metric rows (times aside) and result."""
+    ca, cb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    assert ca["model"].keys() == cb["model"].keys()
+    for key in ca["model"]:
+        assert torch.equal(ca["model"][key], cb["model"][key]), key
+    for state_a, state_b in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(state_a["momentum_buffer"], state_b["momentum_buffer"])
+    rows = [
+        [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in (run / "metrics.jsonl").open()]
+        for run in (a, b)
+    ]
+    assert rows[0] == rows[1]
+    results = [json.loads((run / "result.json").read_text()) for run in (a, b)]
+    assert results[0]["test_top1_error"] == results[1]["test_top1_error"]
+    assert results[0]["test_loss"] == results[1]["test_loss"]
+
+
+@pytest.mark.parametrize("kill_at", [1, 5])  # 3 steps an epoch: step 1 of epoch 1, step 2 of epoch 2
+def test_a_run_killed_within_an_epoch_resumes_from_its_last_step(tmp_path, sets, kill_at):
+    cfg = tiny_config(drop_path_prob=0.3, checkpoint_every=1)
+    straight = tmp_path / "straight"
+    train(tiny_config(drop_path_prob=0.3), straight, sets=sets, log=silent)
+    killed = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(cfg, killed, sets=sets, log=silent, on_step=kill_after(kill_at))
+    ckpt = load_checkpoint(killed / "checkpoint.pt")
+    epoch, step = divmod(kill_at, 3)
+    assert (ckpt["epoch"], ckpt["step"]) == (epoch, step)
+    assert ckpt["partial"]["seen"] == 8 * step and ckpt["loader"]["position"] == step
+    assert ckpt["partial"]["loss"] > 0 and 0 <= ckpt["partial"]["correct"] <= 8 * step
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == epoch
+    assert train(cfg, killed, resume=True, sets=sets, log=silent)["epochs"] == 3
+    _same_training(straight, killed)
+
+
+def test_a_streamed_run_killed_within_an_epoch_resumes_exactly(tmp_path, image_root):
+    """An image folder streams through StreamLoader (ImageNet network, random crops and colour jitter): a run
+    killed after step 1 of epoch 2 resumes at step 2 with the images it would have seen."""
+    settings = {**TINY, "batch_size": 2, "eval_batch_size": 4, "epochs": 2, "workers": 0, "checkpoint_every": 1}
+    cfg = make_config("quick", {**settings, "dataset": "folder", "data_dir": str(image_root)}, {"genotype": "DARTS_V2"})
+    whole = train(cfg, tmp_path / "whole", log=silent)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "killed", log=silent, on_step=kill_after(4))  # 3 steps an epoch
+    ckpt = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 1) and ckpt["loader"]["position"] == 1
+    resumed = train(cfg, tmp_path / "killed", resume=True, log=silent)
+    assert resumed["test_images"] == whole["test_images"] == 4
+    _same_training(tmp_path / "whole", tmp_path / "killed")
+
+
+def test_a_loss_gone_non_finite_within_an_epoch_keeps_the_last_good_checkpoint(tmp_path, sets, monkeypatch):
+    import rarts.train
+    from rarts.errors import RunFailed
+
+    cfg = tiny_config(checkpoint_every=1)
+    run = tmp_path / "run"
+    train(cfg, run, stop_after=1, sets=sets, log=silent)
+    # Reach the resumed run's network through the optimiser it builds, and poison it after step 1 of epoch 2:
+    # step 2's loss is nan, and so is the sum its checkpoint would hold.
+    params = []
+    make_optimizer = rarts.train.make_optimizer
+    monkeypatch.setattr(
+        rarts.train, "make_optimizer", lambda c, net: params.extend(net.parameters()) or make_optimizer(c, net)
+    )
+
+    def poison(epoch: int, step: int) -> None:
+        if (epoch, step) == (1, 1):
+            with torch.no_grad():
+                for p in params:
+                    p.fill_(math.nan)
+
+    with pytest.raises(RunFailed, match=r"became nan by step 2 of epoch 2/3; the checkpoint at step 1/3 of epoch 2"):
+        train(cfg, run, resume=True, sets=sets, log=silent, on_step=poison)
+    after = load_checkpoint(run / "checkpoint.pt")
+    assert (after["epoch"], after["step"]) == (1, 1)
+    assert all(torch.isfinite(t).all() for t in after["model"].values() if t.is_floating_point())
 
 
 def test_resume_refuses_another_architecture_or_recipe(tmp_path, sets):

@@ -189,6 +189,15 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def all_gather_objects(obj) -> list:
+    """`obj` of every process (picklable), in rank order; [obj] on a single process."""
+    if not current_world().enabled:
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def any_process(flag: bool, device: torch.device) -> bool:
     """True when `flag` is True on at least one process (so that all of them can stop together)."""
     if not current_world().enabled:

@@ -7,10 +7,11 @@ cutout, gradient-norm clipping and, for ImageNet, label smoothing. The scheduler
 epoch, so epoch 0 trains at `lr` and epoch E-1 at the schedule's value for E-1.
 
 A run folder holds config.json, environment.json, genotype.json, metrics.jsonl / metrics.csv (one row per
-epoch), checkpoint.pt (after every epoch) and, when the last epoch is done, result.json. The checkpoint is a
-plain dict (model, optimiser, scheduler, scaler, RNG and data-loader states, epoch, genotype and config as
-plain data) that loads with torch.load(weights_only=True); resuming from it on the CPU with the same seed ends
-with the same weights as a run that never stopped.
+epoch), checkpoint.pt (after every epoch, and every `checkpoint_every` steps within one) and, when the last epoch
+is done, result.json. The checkpoint is a plain dict (model, optimiser, scheduler, scaler, RNG and data-loader
+states, epoch, genotype and config as plain data; within an epoch also the step and the epoch's running sums)
+that loads with torch.load(weights_only=True); resuming from it on the CPU with the same seed ends with the same
+weights as a run that never stopped.
 
 Under torchrun (WORLD_SIZE > 1, see rarts.distributed) the network is wrapped in DistributedDataParallel,
 each process trains on its shard of every global batch (batch_size per process), the epoch's training and test
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -56,7 +58,16 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
 # Settings that may change when a run is resumed: where the data lie and how the run reports, not what it computes.
-RESUME_FREE_KEYS = ("data_dir", "device", "workers", "threads", "progress", "tensorboard", "eval_batch_size")
+RESUME_FREE_KEYS = (
+    "data_dir",
+    "device",
+    "workers",
+    "threads",
+    "progress",
+    "tensorboard",
+    "eval_batch_size",
+    "checkpoint_every",
+)
 
 
 @dataclass
@@ -90,6 +101,7 @@ class TrainConfig:
     channels_last: str = "off"  # off, on, auto (on with CUDA, off on CPU)
     workers: int = 4  # decoding processes for image folders (folder, imagenet)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (one per core)
+    checkpoint_every: int = 0  # steps between extra checkpoints within an epoch (counted from its start); 0: none
     progress: bool = True
     tensorboard: bool = True
 
@@ -132,8 +144,9 @@ class TrainConfig:
                 raise UsageError(f"setting {name}={value}: must be a number >= 0")
         if self.cutout < 0:
             raise UsageError(f"setting cutout={self.cutout}: must be >= 0")
-        if self.workers < 0 or self.threads < 0:
-            raise UsageError(f"settings workers={self.workers}, threads={self.threads}: must be >= 0")
+        for name in ("workers", "threads", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"setting {name}={getattr(self, name)}: must be >= 0")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise UsageError(f"setting amp={self.amp!r}: choose auto, off, bf16 or fp16")
         if self.channels_last not in ("auto", "on", "off"):
@@ -345,8 +358,19 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None,
     scaler: Any = None,
     desc: str = "train",
+    start_step: int = 0,
+    partial: dict[str, float] | None = None,
+    checkpoint: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over `loader`: returns the mean training objective and top-1 accuracy (%) over the epoch."""
+    """One pass over `loader` (the rest of its epoch): returns the mean training objective and top-1 accuracy (%)
+    over the epoch, summed over the processes.
+
+    start_step: batches of this epoch done before (a resumed epoch; the loader stands there already); partial:
+    their summed `loss`, `correct` and `seen`, which one process alone passes (rank 0), as they cover all.
+    checkpoint(step, sums): called every cfg.checkpoint_every steps of the epoch but the last, on every process,
+    with the sums so far over all processes; on_step(step): called after every step (tests stop runs with it).
+    """
     from tqdm import tqdm
 
     model.train()
@@ -354,10 +378,14 @@ def train_one_epoch(
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     total_correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
+    if partial:
+        total_loss += partial["loss"]
+        total_correct += int(partial["correct"])
+        seen = int(partial["seen"])
     # disable=None: tqdm shows the bar only on a terminal, so logs of background runs stay clean.
     hide = None if cfg.progress and is_main_process() else True
-    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, disable=hide)
-    for step, (x, y) in enumerate(bar):
+    bar = tqdm(loader, total=len(loader), initial=start_step, desc=desc, leave=False, disable=hide)
+    for step, (x, y) in enumerate(bar, start=start_step + 1):
         with autocast(device, amp_dtype):
             logits, logits_aux = model(x)
             loss = training_loss(criterion, logits, logits_aux, y, cfg.auxiliary_weight)
@@ -378,8 +406,13 @@ def train_one_epoch(
         seen += n
         total_loss += loss.detach().double() * n
         total_correct += (logits.detach().argmax(dim=1) == y).sum()
-        if step % 20 == 0 and not bar.disable:  # .item() is a device sync: only now and then
+        if step % 20 == 1 and not bar.disable:  # .item() is a device sync: only now and then
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(loader):
+            sums = _sum_over_processes(total_loss, total_correct, seen)
+            checkpoint(step, {"loss": sums[0], "correct": sums[1], "seen": sums[2]})
+        if on_step is not None:
+            on_step(step)
     bar.close()
     total_loss, correct, seen = _sum_over_processes(total_loss, total_correct, seen)
     return {"train_loss": total_loss / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1)}
@@ -524,24 +557,33 @@ def train(
     stop_after: int | None = None,
     sets: tuple[Any, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any] | None:
     """Train cfg.genotype from scratch in `run_dir` (or continue it with resume=True).
 
     stop_after: end the session after this many epochs in total (the run stays resumable), e.g. for time-limited
-        job slots. sets: (train, test) ImageSets instead of loading cfg.dataset.
+        job slots. sets: (train, test) ImageSets instead of loading cfg.dataset. on_step(epoch, step): called
+        after every training step (tests stop a run in the middle of an epoch with it).
     Returns the result dict (also written to result.json), or None when stopped before the last epoch.
     Under torchrun (WORLD_SIZE > 1) it joins the process group for the run (rarts.distributed.process_group).
     """
     from rarts.distributed import process_group
 
     with process_group(cfg.device) as (world, device):
-        return _train(cfg, Path(run_dir), world, device, resume, stop_after, sets, log)
+        return _train(cfg, Path(run_dir), world, device, resume, stop_after, sets, log, on_step)
 
 
-def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_after, sets, log):
+def _checkpoint_name(epoch: int, step: int, steps_per_epoch: int) -> str:
+    """The checkpoint written after `epoch` epochs and `step` steps of the next one, as the messages name it."""
+    if step:
+        return f"the checkpoint at step {step}/{steps_per_epoch} of epoch {epoch + 1}"
+    return f"the checkpoint of epoch {epoch}"
+
+
+def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_after, sets, log, on_step):
     from tqdm import tqdm
 
-    from rarts.distributed import barrier, rank_seed
+    from rarts.distributed import all_gather_objects, barrier, rank_seed
     from rarts.flops import count_mult_adds
     from rarts.metrics_log import MetricsLogger
 
@@ -592,7 +634,7 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     criterion = make_criterion(cfg)
 
-    start_epoch, train_time, last_test = 0, 0.0, None
+    start_epoch, start_step, partial, train_time, last_test = 0, 0, None, 0.0, None
     if ckpt is not None:
         if ckpt["network"]["num_classes"] != data.num_classes:
             raise UsageError(
@@ -603,9 +645,12 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        data.train.load_state_dict(ckpt["loader"])
-        set_rng_state(ckpt["rng"])
+        data.train.load_state_dict(ckpt["loader"])  # refuses another number of processes
+        # Each process draws its own drop-path masks, so a checkpoint of several keeps each one's generators.
+        rng_ranks = ckpt.get("rng_ranks")
+        set_rng_state(rng_ranks[world.rank] if rng_ranks else ckpt["rng"])
         start_epoch, train_time, last_test = ckpt["epoch"], ckpt["train_time_s"], ckpt.get("last_test")
+        start_step, partial = ckpt.get("step", 0), ckpt.get("partial")
 
     logger = None
     if main:
@@ -623,46 +668,85 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
             f"{precision_name(amp_dtype)}{', channels_last' if channels_last else ''}; run folder {run_dir}"
         )
 
+    steps_per_epoch = len(data.train)
+    # What a failure leaves behind, as its message says.
+    kept = _checkpoint_name(start_epoch, start_step, steps_per_epoch) if ckpt is not None else None
+
+    def write_checkpoint(progress: dict[str, Any]) -> None:
+        """Save `progress` (rank 0 writes; every process takes part) and wait until the file is in place."""
+        nonlocal kept
+        rng_ranks = all_gather_objects(rng_state()) if world.enabled else None
+        if main:
+            save_checkpoint(
+                ckpt_path, cfg, genotype, data, kind, net, optimizer, scheduler, scaler, progress, rng_ranks
+            )
+        barrier()  # until rank 0 has written the checkpoint: a resume on any process reads the new one
+        kept = _checkpoint_name(progress["epoch"], progress.get("step", 0), steps_per_epoch)
+
+    def failed_loss(loss: float, where: str) -> RunFailed:
+        saved = f"{kept} in {run_dir} stays intact" if kept else "no checkpoint had been written yet"
+        return RunFailed(f"training loss became {loss} {where}; {saved}")
+
+    def mid_epoch_checkpoint(step: int, sums: dict[str, float], *, epoch: int, t0: float, before: float, done: float):
+        """The checkpoint after `step` steps of `epoch` (sums: the steps' summed figures over all processes)."""
+        if not math.isfinite(sums["loss"]):
+            raise failed_loss(sums["loss"], f"by step {step} of epoch {epoch + 1}/{cfg.epochs}")
+        partial_sums = {**sums, "time_s": before + time.perf_counter() - t0}
+        write_checkpoint(
+            {"epoch": epoch, "step": step, "partial": partial_sums, "train_time_s": done, "last_test": last_test}
+        )
+
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, end_epoch):
             t0 = time.perf_counter()
+            first_step = start_step if epoch == start_epoch else 0
+            time_before = partial["time_s"] if first_step and partial else 0.0
             lr = optimizer.param_groups[0]["lr"]
             net.drop_path_prob = drop_path_at(cfg, epoch)
-            if world.enabled:  # drop-path masks differ between processes, and a resumed epoch redraws its own
-                torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))
+            if world.enabled and not first_step:  # drop-path masks differ between processes, and a resumed epoch
+                torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))  # redraws its own
+            checkpoint = functools.partial(
+                mid_epoch_checkpoint, epoch=epoch, t0=t0, before=time_before, done=train_time
+            )
             stats = train_one_epoch(
-                model, data.train, optimizer, criterion, cfg, amp_dtype, scaler, desc=f"epoch {epoch + 1}/{cfg.epochs}"
+                model,
+                data.train,
+                optimizer,
+                criterion,
+                cfg,
+                amp_dtype,
+                scaler,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                start_step=first_step,
+                partial=partial if first_step and main else None,
+                checkpoint=checkpoint,
+                on_step=None if on_step is None else (lambda step, epoch=epoch: on_step(epoch, step)),
             )
             if not math.isfinite(stats["train_loss"]):
-                kept = f"the checkpoint of epoch {epoch} in {run_dir} stays intact"
-                raise RunFailed(
-                    f"training loss became {stats['train_loss']} in epoch {epoch + 1}/{cfg.epochs}; "
-                    + (kept if epoch else "no checkpoint had been written yet")
-                )
+                raise failed_loss(stats["train_loss"], f"in epoch {epoch + 1}/{cfg.epochs}")
             last_test = evaluate(model, data.test, amp_dtype)
             scheduler.step()
-            seconds = time.perf_counter() - t0
+            seconds = time_before + time.perf_counter() - t0
             train_time += seconds
             row = {"epoch": epoch, "lr": lr, "drop_path_prob": net.drop_path_prob, **stats}
             row.update({k: last_test[k] for k in ("test_loss", "test_top1", "test_top5")})
             row.update(epoch_time_s=seconds, elapsed_s=train_time)
             if main:
                 logger.log(row)
-                progress = {"epoch": epoch + 1, "train_time_s": train_time, "last_test": last_test}
-                save_checkpoint(ckpt_path, cfg, genotype, data, kind, net, optimizer, scheduler, scaler, progress)
+            write_checkpoint({"epoch": epoch + 1, "train_time_s": train_time, "last_test": last_test})
+            if main:
                 say(
                     f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.5f}  train loss {stats['train_loss']:.4f} "
                     f"acc {stats['train_top1']:.2f}%  test acc {last_test['test_top1']:.2f}% "
                     f"(top-5 {last_test['test_top5']:.2f}%)  {seconds:.1f}s"
                 )
-            barrier()  # until rank 0 has written the checkpoint: a resume on any process reads the new one
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
         where = "GPU" if device.type == "cuda" else "CPU"
-        done = f"the checkpoint of epoch {epoch} stays intact" if epoch else "no checkpoint had been written yet"
+        done = f"{kept} stays intact" if kept else "no checkpoint had been written yet"
         raise RunFailed(
             f"out of {where} memory in epoch {epoch + 1}/{cfg.epochs} (batch_size={cfg.batch_size}, init_channels="
             f"{cfg.init_channels}, layers={cfg.layers}); {done}: try a smaller batch_size, e.g. batch_size="
@@ -711,8 +795,11 @@ def save_checkpoint(
     scheduler: Any,
     scaler: Any,
     progress: dict[str, Any],
+    rng_ranks: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write everything a resume needs, atomically. progress: epoch (epochs done), train_time_s, last_test."""
+    """Write everything a resume needs, atomically. progress: epoch (epochs done), train_time_s, last_test and,
+    within an epoch, step (its steps done) and partial (their summed loss, correct, seen, and time_s).
+    rng_ranks: every process's generator states, in rank order (a run of several processes)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -722,6 +809,7 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
+        "rng_ranks": rng_ranks,
         "loader": data.train.state_dict(),
         "genotype": genotype.to_dict(),
         "config": config_to_dict(cfg),

@@ -7,8 +7,8 @@ The transforms follow the ImageNet recipe DARTS uses. Training: random resized c
 aspect ratio 3/4-4/3), horizontal flip, colour jitter (brightness, contrast and saturation by factors in
 [0.6, 1.4], hue shifted by up to 0.2 of the colour wheel, in random order). Evaluation: shorter side resized
 to 256, centre crop 224. They run on PIL images in the DataLoader's worker processes and draw from torch's
-random generator, which the DataLoader seeds in each worker; they return uint8 (3, S, S) tensors, so a
-batch crosses to the device as bytes and is normalised there.
+random generator, which StreamLoader seeds for each image from (seed, epoch, position); they return uint8
+(3, S, S) tensors, so a batch crosses to the device as bytes and is normalised there.
 """
 
 from __future__ import annotations
@@ -236,14 +236,49 @@ def load_folder(name: str, data_dir: str | Path | None, split: str) -> ImageFold
     return ImageFolder(folder, transform=transform, classes=classes, name=name)
 
 
+class _Positions(torch.utils.data.Sampler):
+    """The (image index, augmentation seed) pairs a StreamLoader hands its DataLoader for the rest of an epoch."""
+
+    def __init__(self, items: list[tuple[int, int]]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """dataset[index], with torch's generator seeded by the item's own seed while its transform runs (and given
+    back afterwards): an image's augmentation depends on (run seed, epoch, position) alone, not on which worker
+    decodes it or on where a resumed epoch restarted."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 class StreamLoader:
     """Batches of an ImageFolder decoded by `workers` DataLoader processes, normalised on `device`.
 
     Yields (x, y): x (B, 3, S, S) float32 normalised with `mean`/`std` (channels_last when asked), y (B,) int64.
-    Shuffles when train=True; each epoch's order and worker seeds come from (seed, epoch, rank), so a run that
-    resumes at an epoch boundary (`load_state_dict`) sees the same data as one that did not stop.
-    rank, world_size: a DistributedSampler gives each rank its share; batch_size is per rank.
-    `next_batch()` draws one batch at a time and starts the next epoch by itself.
+    Each epoch's order (shuffled when train=True) and every image's augmentation seed are drawn from (seed,
+    epoch); an image's transform runs under its own seed, so the batches do not depend on the number of workers,
+    and a loader restored with `load_state_dict` in the middle of an epoch goes on with the batches the saved
+    one would have produced.
+    rank, world_size: each global batch (batch_size x world_size images of the shared epoch order) is cut into
+    world_size shares, one per rank (as DeviceLoader does); every image is seen once per epoch, on one rank.
+    `next_batch()` draws one batch at a time and starts the next epoch by itself; iterating goes on from the
+    current position to the end of the epoch.
     """
 
     def __init__(
@@ -262,42 +297,74 @@ class StreamLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        from torch.utils.data import DataLoader, DistributedSampler
-
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise UsageError(f"StreamLoader: batch_size={batch_size}, rank={rank}, world_size={world_size}")
+        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
         self.device = torch.device(device)
-        self.train, self.seed, self.rank, self.channels_last = train, seed, rank, channels_last
+        self.train, self.seed, self.drop_last, self.channels_last = train, seed, drop_last, channels_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self._generator = torch.Generator()
-        self._sampler = (
-            DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed, drop_last=drop_last)
-            if world_size > 1
-            else None
-        )
-        self._loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train if self._sampler is None else None,
-            sampler=self._sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=drop_last,
-            generator=self._generator,
-        )
+        self.position = 0  # batches already taken from the current epoch
+        n, per_global = len(dataset), batch_size * world_size
+        if drop_last:
+            self._num_batches = n // per_global
+        else:  # the last global batch's share of this rank may be empty
+            full, rest = divmod(n, per_global)
+            self._num_batches = full + (1 if self._share(rest)[1] > 0 else 0)
+        # The DataLoader draws its workers' base seed from this generator, not from torch's global one (which
+        # drop-path draws from); the transforms reseed per image, so its value does not matter.
+        self._generator = torch.Generator().manual_seed(seed)
         self._scale = (1.0 / (255.0 * torch.tensor(std, device=self.device))).view(1, -1, 1, 1)
         self._shift = (torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(1, -1, 1, 1)
         self._iterator: Iterator | None = None
 
     def __len__(self) -> int:
-        return len(self._loader)
+        """Batches per epoch on this rank."""
+        return self._num_batches
+
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    def _share(self, size: int) -> tuple[int, int]:
+        """Offset and length of this rank's share of a global batch of `size` images."""
+        q, r = divmod(size, self.world_size)
+        return self.rank * q + min(self.rank, r), q + (1 if self.rank < r else 0)
+
+    def _epoch_items(self) -> list[tuple[int, int]]:
+        """This rank's (image index, seed) pairs of the current epoch, in order."""
+        n, per_global = self.num_images, self.batch_size * self.world_size
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009)
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=g)
+        pairs = list(zip(order.tolist(), seeds.tolist()))
+        items: list[tuple[int, int]] = []
+        for start in range(0, n, per_global):
+            size = min(per_global, n - start)
+            if size < per_global and self.drop_last:
+                break
+            offset, length = self._share(size)
+            items.extend(pairs[start + offset : start + offset + length])
+        return items
 
     def _epoch_iterator(self) -> Iterator:
-        # New workers per epoch, seeded from (seed, epoch, rank): resuming at an epoch needs nothing else.
-        self._generator.manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
-        if self._sampler is not None:
-            self._sampler.set_epoch(self.epoch)
-        for x, y in self._loader:
+        from torch.utils.data import DataLoader
+
+        rest = self._epoch_items()[self.position * self.batch_size :]
+        loader = DataLoader(
+            _SeededItems(self.dataset),
+            batch_size=self.batch_size,
+            sampler=_Positions(rest),
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.drop_last,
+            generator=self._generator,
+        )
+        for x, y in loader:
+            self.position += 1
             yield self._to_device(x, y)
         self.epoch += 1
+        self.position = 0
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
@@ -306,6 +373,7 @@ class StreamLoader:
         return x, y.to(self.device, torch.int64, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of the current epoch (all of it unless a batch has been taken or a state loaded)."""
         self._iterator = None
         return self._epoch_iterator()
 
@@ -319,9 +387,22 @@ class StreamLoader:
                 self._iterator = None
 
     def state_dict(self) -> dict:
-        """The epoch to start from; a streamed loader resumes at epoch boundaries."""
-        return {"epoch": self.epoch}
+        """Epoch and batches taken from it, with what the positions depend on (loads with weights_only)."""
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_images": self.num_images,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue where the loader that saved `state` stopped (a state of epoch alone starts that epoch)."""
+        for key in ("num_images", "batch_size", "world_size"):
+            if key in state and state[key] != getattr(self, key):
+                raise UsageError(
+                    f"data loader state was saved with {key}={state[key]}, this loader has {getattr(self, key)}"
+                )
         self.epoch = int(state["epoch"])
+        self.position = int(state.get("position", 0))
         self._iterator = None
