@@ -571,6 +571,23 @@ def test_stream_loader_resumes_within_an_epoch(image_root):
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(resumed, expected))
     with pytest.raises(UsageError, match="batch_size=2, this loader has 3"):
         StreamLoader(train, 3, workers=0).load_state_dict(state)
+    old = StreamLoader(train, 2, workers=0, seed=1)  # a state saved before positions: the start of its epoch
+    old.load_state_dict({"epoch": 2})
+    assert torch.equal(old.next_batch()[0], expected[6][0])
+
+
+def test_stream_loader_without_a_batch_says_so():
+    from rarts.data import StreamLoader
+
+    with pytest.raises(UsageError, match="3 images make no full batch of 4"):
+        StreamLoader(_Indexed(3), 4, workers=0, drop_last=True).next_batch()
+    with pytest.raises(UsageError, match="make no full batch of 2 on each of 2 processes"):
+        list(StreamLoader(_Indexed(3), 2, workers=0, drop_last=True, world_size=2))
+    # Without drop_last a rank may hold no image of a small set: its epoch is empty, and says so when asked.
+    last = StreamLoader(_Indexed(3), 1, workers=0, rank=3, world_size=4)
+    assert list(last) == [] and len(last) == 0
+    with pytest.raises(UsageError, match="3 images make no batch of 1 on each of 4 processes"):
+        last.next_batch()
 
 
 class _Indexed(torch.utils.data.Dataset):

@@ -21,6 +21,7 @@ from rarts.train import (
     load_checkpoint,
     make_config,
     make_criterion,
+    make_data,
     make_model,
     make_optimizer,
     make_scheduler,
@@ -276,6 +277,25 @@ def test_run_folder_holds_the_artefacts(finished_run):
     assert csv_lines[0].startswith("epoch,lr,drop_path_prob") and len(csv_lines) == 4
 
 
+def test_cuda_generators_come_back_even_when_another_number_of_gpus_is_visible(monkeypatch):
+    """All GPUs' states when as many are visible as when saved, else the saved current GPU's into the current one."""
+    from rarts.train import rng_state, set_rng_state
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.tensor([1]), torch.tensor([2])])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([2]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(("all", len(states))))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: calls.append(("current", state.tolist())))
+    state = rng_state()
+    set_rng_state(state)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # e.g. one GPU per process at the resume
+    set_rng_state(state)
+    set_rng_state({**state, "cuda_current": None})  # a checkpoint from before cuda_current: nothing to restore
+    assert calls == [("all", 2), ("current", [2])]
+
+
 def test_checkpoint_is_plain_data(finished_run):
     run, cfg, _ = finished_run
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -351,31 +371,61 @@ def test_a_streamed_run_killed_within_an_epoch_resumes_exactly(tmp_path, image_r
     _same_training(tmp_path / "whole", tmp_path / "killed")
 
 
-def test_a_loss_gone_non_finite_within_an_epoch_keeps_the_last_good_checkpoint(tmp_path, sets, monkeypatch):
+def test_a_streamed_set_smaller_than_a_batch_is_refused(tmp_path, image_root):
+    overrides = {**TINY, "batch_size": 4, "dataset": "folder", "data_dir": str(image_root)}
+    cfg = make_config("quick", overrides, {"genotype": "DARTS_V2"})
+    with pytest.raises(UsageError, match="folder has 6 training images, fewer than batch_size=4 x 2 processes"):
+        make_data(cfg, torch.device("cpu"), False, world_size=2)
+
+
+def _poisoning_optimizer(monkeypatch, at_step: int):
+    """Make train's optimiser fill one weight with inf right after its `at_step`-th step (counted from 1)."""
     import rarts.train
+
+    make_optimizer = rarts.train.make_optimizer
+    steps = {"n": 0}
+
+    def make(cfg, net):
+        optimizer = make_optimizer(cfg, net)
+        weight = next(net.parameters())
+
+        def after_step(*_):
+            steps["n"] += 1
+            if steps["n"] == at_step:
+                with torch.no_grad():
+                    weight.view(-1)[0] = math.inf
+
+        optimizer.register_step_post_hook(after_step)
+        return optimizer
+
+    monkeypatch.setattr(rarts.train, "make_optimizer", make)
+
+
+@pytest.mark.parametrize(
+    "every, at_step, message, kept",
+    [
+        # The update of step 2 of epoch 2 makes a weight inf; that step's loss was computed before, finite.
+        (1, 2, r"1 weights became inf or nan by step 2 of epoch 2/3; the checkpoint at step 1/3 of epoch 2 ", 1),
+        (1, 1, r"1 weights became inf or nan by step 1 of epoch 2/3; the checkpoint of epoch 1 ", 0),
+        # No checkpoint at step 1: step 2's loss, and so the running sum, is no longer finite.
+        (2, 1, r"training loss became (nan|inf) by step 2 of epoch 2/3; the checkpoint of epoch 1 ", 0),
+        # The last step of the epoch (3 steps an epoch): caught before the epoch's checkpoint.
+        (1, 3, r"1 weights became inf or nan in epoch 2/3; the checkpoint at step 2/3 of epoch 2 ", 2),
+    ],
+)
+def test_a_run_gone_non_finite_keeps_the_last_good_checkpoint(
+    tmp_path, sets, monkeypatch, every, at_step, message, kept
+):
     from rarts.errors import RunFailed
 
-    cfg = tiny_config(checkpoint_every=1)
+    cfg = tiny_config(checkpoint_every=every)
     run = tmp_path / "run"
     train(cfg, run, stop_after=1, sets=sets, log=silent)
-    # Reach the resumed run's network through the optimiser it builds, and poison it after step 1 of epoch 2:
-    # step 2's loss is nan, and so is the sum its checkpoint would hold.
-    params = []
-    make_optimizer = rarts.train.make_optimizer
-    monkeypatch.setattr(
-        rarts.train, "make_optimizer", lambda c, net: params.extend(net.parameters()) or make_optimizer(c, net)
-    )
-
-    def poison(epoch: int, step: int) -> None:
-        if (epoch, step) == (1, 1):
-            with torch.no_grad():
-                for p in params:
-                    p.fill_(math.nan)
-
-    with pytest.raises(RunFailed, match=r"became nan by step 2 of epoch 2/3; the checkpoint at step 1/3 of epoch 2"):
-        train(cfg, run, resume=True, sets=sets, log=silent, on_step=poison)
+    _poisoning_optimizer(monkeypatch, at_step)
+    with pytest.raises(RunFailed, match=message):
+        train(cfg, run, resume=True, sets=sets, log=silent)
     after = load_checkpoint(run / "checkpoint.pt")
-    assert (after["epoch"], after["step"]) == (1, 1)
+    assert (after["epoch"], after.get("step", 0)) == (1, kept)
     assert all(torch.isfinite(t).all() for t in after["model"].values() if t.is_floating_point())
 
 

@@ -15,7 +15,8 @@ The choices, the same for search and training:
   a step on N processes equals one process that computes the loss of each of the N shards separately (batch
   statistics per shard) and averages them. No SyncBatchNorm (it has no CPU implementation, and the search's
   gradients are taken with torch.autograd.grad, see below). Running statistics: training evaluates with rank
-  0's (DDP broadcasts buffers at every forward); the search averages them over the processes before every
+  0's (DDP broadcasts buffers at every training forward, and `broadcast_state(buffers_only=True)` copies them
+  before each test, which runs on the bare network); the search averages them over the processes before every
   evaluation and checkpoint (`average_buffers`).
 - Every process seeds the same generators, so the replicas start identical; rank 0's weights and alpha are
   then broadcast anyway, which keeps them identical whatever the initialisation does on a device.
@@ -216,12 +217,13 @@ def average_buffers(*modules: nn.Module) -> None:
 
 
 @torch.no_grad()
-def broadcast_state(*modules: nn.Module) -> None:
-    """Copy rank 0's parameters and buffers into every other process's modules (same structure everywhere)."""
+def broadcast_state(*modules: nn.Module, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters and buffers (or its buffers alone) into every other process's modules (same
+    structure everywhere)."""
     if not current_world().enabled:
         return
     for module in modules:
-        tensors = [t for t in list(module.parameters()) + list(module.buffers())]
+        tensors = ([] if buffers_only else list(module.parameters())) + list(module.buffers())
         for indices in _groups(tensors).values():
             flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices])
             dist.broadcast(flat, src=0)
@@ -250,8 +252,8 @@ def barrier() -> None:
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` in DistributedDataParallel when a process group is up, else `model` itself.
 
-    Buffers (batch norm running statistics) are broadcast from rank 0 at every forward, DDP's default, so the
-    evaluated network is rank 0's; the batch statistics a training step normalises with stay per process.
+    Buffers (batch norm running statistics) are broadcast from rank 0 at every training forward, DDP's default;
+    the batch statistics a training step normalises with stay per process.
     """
     if not current_world().enabled:
         return model

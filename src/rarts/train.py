@@ -300,6 +300,11 @@ def make_data(
     else:
         train_set = load_dataset(cfg.dataset, cfg.data_dir, "train")
         test_set = load_dataset(cfg.dataset, cfg.data_dir, "test")
+    if len(train_set) < cfg.batch_size * world_size:
+        raise UsageError(
+            f"{cfg.dataset} has {len(train_set)} training images, fewer than batch_size={cfg.batch_size}"
+            + (f" x {world_size} processes" if world_size > 1 else "")
+        )
     if DATASETS[cfg.dataset].streamed and sets is None:
         common = dict(workers=cfg.workers, seed=cfg.seed, channels_last=channels_last, rank=rank, world_size=world_size)
         train = StreamLoader(train_set, cfg.batch_size, device, train=True, drop_last=True, **common)
@@ -307,11 +312,6 @@ def make_data(
         size = DATASETS[cfg.dataset].input_size
         mean, std = train_set.mean, train_set.std
     else:
-        if len(train_set) < cfg.batch_size * world_size:
-            raise UsageError(
-                f"{cfg.dataset} has {len(train_set)} training images, fewer than batch_size={cfg.batch_size}"
-                + (f" x {world_size} processes" if world_size > 1 else "")
-            )
         train = DeviceLoader.from_image_set(
             train_set,
             cfg.batch_size,
@@ -369,7 +369,8 @@ def train_one_epoch(
     start_step: batches of this epoch done before (a resumed epoch; the loader stands there already); partial:
     their summed `loss`, `correct` and `seen`, which one process alone passes (rank 0), as they cover all.
     checkpoint(step, sums): called every cfg.checkpoint_every steps of the epoch but the last, on every process,
-    with the sums so far over all processes; on_step(step): called after every step (tests stop runs with it).
+    with the sums so far over all processes (and `nonfinite_weights`, the count of weights that are inf or nan);
+    on_step(step): called after every step (tests stop runs with it). The result holds `nonfinite_weights` too.
     """
     from tqdm import tqdm
 
@@ -409,13 +410,23 @@ def train_one_epoch(
         if step % 20 == 1 and not bar.disable:  # .item() is a device sync: only now and then
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(loader):
-            sums = _sum_over_processes(total_loss, total_correct, seen)
-            checkpoint(step, {"loss": sums[0], "correct": sums[1], "seen": sums[2]})
+            sums = _sum_over_processes(total_loss, total_correct, seen, _count_nonfinite(model))
+            checkpoint(step, {"loss": sums[0], "correct": sums[1], "seen": sums[2], "nonfinite_weights": sums[3]})
         if on_step is not None:
             on_step(step)
     bar.close()
-    total_loss, correct, seen = _sum_over_processes(total_loss, total_correct, seen)
-    return {"train_loss": total_loss / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1)}
+    total_loss, correct, seen, nonfinite = _sum_over_processes(total_loss, total_correct, seen, _count_nonfinite(model))
+    return {
+        "train_loss": total_loss / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+        "nonfinite_weights": int(nonfinite),
+    }
+
+
+def _count_nonfinite(model: nn.Module) -> torch.Tensor:
+    """How many weights are inf or nan (a tensor on the weights' device: no sync). A step can make them so while
+    its loss, computed before the step, is finite."""
+    return torch.stack([(~torch.isfinite(p.detach())).sum() for p in model.parameters()]).sum()
 
 
 def _sum_over_processes(*values: torch.Tensor | int) -> list[float]:
@@ -468,6 +479,8 @@ def rng_state() -> dict[str, Any]:
         "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # The current GPU's alone, for a resume that sees another number of GPUs (one per process, say).
+        "cuda_current": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
     return state
 
@@ -481,6 +494,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+    elif state.get("cuda_current") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_current"])
 
 
 def network_spec(cfg: TrainConfig, data: Data, kind: str) -> dict[str, Any]:
@@ -583,7 +598,7 @@ def _checkpoint_name(epoch: int, step: int, steps_per_epoch: int) -> str:
 def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_after, sets, log, on_step):
     from tqdm import tqdm
 
-    from rarts.distributed import all_gather_objects, barrier, rank_seed
+    from rarts.distributed import all_gather_objects, barrier, broadcast_state, rank_seed
     from rarts.flops import count_mult_adds
     from rarts.metrics_log import MetricsLogger
 
@@ -683,14 +698,22 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
         barrier()  # until rank 0 has written the checkpoint: a resume on any process reads the new one
         kept = _checkpoint_name(progress["epoch"], progress.get("step", 0), steps_per_epoch)
 
-    def failed_loss(loss: float, where: str) -> RunFailed:
+    def check_finite(loss: float, nonfinite_weights: float, where: str) -> None:
+        """Stop before a checkpoint would save a diverged run (loss, or weights after the last step, not finite)."""
+        if math.isfinite(loss) and not nonfinite_weights:
+            return
         saved = f"{kept} in {run_dir} stays intact" if kept else "no checkpoint had been written yet"
-        return RunFailed(f"training loss became {loss} {where}; {saved}")
+        what = (
+            f"training loss became {loss}"
+            if not math.isfinite(loss)
+            else f"{int(nonfinite_weights)} weights became inf or nan"
+        )
+        raise RunFailed(f"{what} {where}; {saved}")
 
     def mid_epoch_checkpoint(step: int, sums: dict[str, float], *, epoch: int, t0: float, before: float, done: float):
         """The checkpoint after `step` steps of `epoch` (sums: the steps' summed figures over all processes)."""
-        if not math.isfinite(sums["loss"]):
-            raise failed_loss(sums["loss"], f"by step {step} of epoch {epoch + 1}/{cfg.epochs}")
+        sums = dict(sums)
+        check_finite(sums["loss"], sums.pop("nonfinite_weights"), f"by step {step} of epoch {epoch + 1}/{cfg.epochs}")
         partial_sums = {**sums, "time_s": before + time.perf_counter() - t0}
         write_checkpoint(
             {"epoch": epoch, "step": step, "partial": partial_sums, "train_time_s": done, "last_test": last_test}
@@ -724,9 +747,11 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
                 checkpoint=checkpoint,
                 on_step=None if on_step is None else (lambda step, epoch=epoch: on_step(epoch, step)),
             )
-            if not math.isfinite(stats["train_loss"]):
-                raise failed_loss(stats["train_loss"], f"in epoch {epoch + 1}/{cfg.epochs}")
-            last_test = evaluate(model, data.test, amp_dtype)
+            check_finite(stats["train_loss"], stats.pop("nonfinite_weights", 0), f"in epoch {epoch + 1}/{cfg.epochs}")
+            # The network evaluated is rank 0's: its running statistics, then no collective in the loop, so ranks
+            # may hold different numbers of test batches (a streamed test set smaller than the processes, say).
+            broadcast_state(net, buffers_only=True)
+            last_test = evaluate(net, data.test, amp_dtype)
             scheduler.step()
             seconds = time_before + time.perf_counter() - t0
             train_time += seconds

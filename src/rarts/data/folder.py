@@ -237,22 +237,25 @@ def load_folder(name: str, data_dir: str | Path | None, split: str) -> ImageFold
 
 
 class _Positions(torch.utils.data.Sampler):
-    """The (image index, augmentation seed) pairs a StreamLoader hands its DataLoader for the rest of an epoch."""
+    """The (image index, augmentation seed) pairs a StreamLoader hands its DataLoader for the rest of an epoch,
+    read from two int64 tensors a chunk at a time (a list of pairs for all of ImageNet would take 190 MB)."""
 
-    def __init__(self, items: list[tuple[int, int]]) -> None:
-        self.items = items
+    def __init__(self, indices: torch.Tensor, seeds: torch.Tensor) -> None:
+        self.indices, self.seeds = indices, seeds
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.items)
+        for start in range(0, len(self.indices), 4096):
+            yield from zip(self.indices[start : start + 4096].tolist(), self.seeds[start : start + 4096].tolist())
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.indices)
 
 
 class _SeededItems(torch.utils.data.Dataset):
-    """dataset[index], with torch's generator seeded by the item's own seed while its transform runs (and given
-    back afterwards): an image's augmentation depends on (run seed, epoch, position) alone, not on which worker
-    decodes it or on where a resumed epoch restarted."""
+    """dataset[index], with torch's CPU generator seeded by the item's own seed while its transform runs (and given
+    back afterwards; no other generator is touched, so with workers=0 the main process's draws go on as before):
+    an image's augmentation depends on (run seed, epoch, position) alone, not on which worker decodes it or on
+    where a resumed epoch restarted."""
 
     def __init__(self, dataset: torch.utils.data.Dataset) -> None:
         self.dataset = dataset
@@ -263,7 +266,7 @@ class _SeededItems(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # torch.manual_seed would reseed the CUDA generators too
             return self.dataset[index]
 
 
@@ -331,30 +334,31 @@ class StreamLoader:
         q, r = divmod(size, self.world_size)
         return self.rank * q + min(self.rank, r), q + (1 if self.rank < r else 0)
 
-    def _epoch_items(self) -> list[tuple[int, int]]:
-        """This rank's (image index, seed) pairs of the current epoch, in order."""
-        n, per_global = self.num_images, self.batch_size * self.world_size
+    def _epoch_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's image indices of the current epoch, in order, and their augmentation seeds."""
+        n, batch, per_global = self.num_images, self.batch_size, self.batch_size * self.world_size
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         seeds = torch.randint(0, 2**62, (n,), generator=g)
-        pairs = list(zip(order.tolist(), seeds.tolist()))
-        items: list[tuple[int, int]] = []
-        for start in range(0, n, per_global):
-            size = min(per_global, n - start)
-            if size < per_global and self.drop_last:
-                break
-            offset, length = self._share(size)
-            items.extend(pairs[start + offset : start + offset + length])
-        return items
+        full, rest = divmod(n, per_global)
+        # Positions in the epoch order: this rank's share of each full global batch, then of the last one.
+        positions = ((torch.arange(full) * per_global + self.rank * batch)[:, None] + torch.arange(batch)).reshape(-1)
+        if rest and not self.drop_last:
+            offset, length = self._share(rest)
+            positions = torch.cat([positions, full * per_global + offset + torch.arange(length)])
+        return order[positions], seeds[positions]
 
     def _epoch_iterator(self) -> Iterator:
         from torch.utils.data import DataLoader
 
-        rest = self._epoch_items()[self.position * self.batch_size :]
+        if self._num_batches == 0 and self.drop_last:
+            self._no_batch()
+        indices, seeds = self._epoch_items()
+        skip = self.position * self.batch_size
         loader = DataLoader(
             _SeededItems(self.dataset),
             batch_size=self.batch_size,
-            sampler=_Positions(rest),
+            sampler=_Positions(indices[skip:], seeds[skip:]),
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             drop_last=self.drop_last,
@@ -377,7 +381,15 @@ class StreamLoader:
         self._iterator = None
         return self._epoch_iterator()
 
+    def _no_batch(self):
+        raise UsageError(
+            f"{self.num_images} images make no {'full ' if self.drop_last else ''}batch of {self.batch_size}"
+            + (f" on each of {self.world_size} processes" if self.world_size > 1 else "")
+        )
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._num_batches == 0:  # there is no batch to wait for
+            self._no_batch()
         while True:
             if self._iterator is None:
                 self._iterator = self._epoch_iterator()
