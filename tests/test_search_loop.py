@@ -6,6 +6,7 @@ Runs are tiny: 32 images of the bundled CIFAR-10 subset at 8x8, 4 channels, 2 ce
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -167,6 +168,35 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, m
     assert (ckpt["epoch"], ckpt["step"]) == (1, 1)
     assert all(torch.isfinite(t).all() for t in ckpt["method"]["networks"]["w"].values() if t.is_floating_point())
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("every, at_step", [(1, 3), (0, 2)])
+def test_weights_gone_non_finite_are_never_saved(tmp_path, monkeypatch, every, at_step):
+    """An update that makes alpha inf after a finite loss: caught before the mid-epoch checkpoint of step 1 of
+    epoch 2 (the third step), or before the first epoch's checkpoint (its last step, the second)."""
+    import rarts.search.loop as loop
+
+    cls, calls = loop.METHODS["darts1"], {"n": 0}
+    original = cls.step
+
+    def step(self, *args):
+        metrics = original(self, *args)
+        calls["n"] += 1
+        if calls["n"] == at_step:
+            with torch.no_grad():
+                self.arch.alpha_normal.view(-1)[0] = math.inf
+        return metrics
+
+    monkeypatch.setattr(cls, "step", step)
+    place = "epoch 2/2, step 1/2" if at_step == 3 else "epoch 1/2, step 2/2"
+    with pytest.raises(RunFailed, match=f"weights or alpha became inf or nan at {place} of darts1"):
+        run_search(tiny("darts1", checkpoint_every=every), tmp_path / "run", quiet=True)
+    if at_step == 3:
+        ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+        assert (ckpt["epoch"], ckpt["step"]) == (1, 0)
+        assert torch.isfinite(ckpt["method"]["arch"]["alpha_normal"]).all()
+    else:
+        assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
 
 
 def test_out_of_memory_on_the_cpu_fails_with_advice(tmp_path):

@@ -42,6 +42,7 @@ from rarts.network import build_network, count_params
 from rarts.utils import (
     atomic_torch_save,
     check_out_folder,
+    count_nonfinite,
     device_name,
     environment_info,
     is_out_of_memory,
@@ -410,23 +411,17 @@ def train_one_epoch(
         if step % 20 == 1 and not bar.disable:  # .item() is a device sync: only now and then
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(loader):
-            sums = _sum_over_processes(total_loss, total_correct, seen, _count_nonfinite(model))
+            sums = _sum_over_processes(total_loss, total_correct, seen, count_nonfinite(model))
             checkpoint(step, {"loss": sums[0], "correct": sums[1], "seen": sums[2], "nonfinite_weights": sums[3]})
         if on_step is not None:
             on_step(step)
     bar.close()
-    total_loss, correct, seen, nonfinite = _sum_over_processes(total_loss, total_correct, seen, _count_nonfinite(model))
+    total_loss, correct, seen, nonfinite = _sum_over_processes(total_loss, total_correct, seen, count_nonfinite(model))
     return {
         "train_loss": total_loss / max(seen, 1),
         "train_top1": 100.0 * correct / max(seen, 1),
         "nonfinite_weights": int(nonfinite),
     }
-
-
-def _count_nonfinite(model: nn.Module) -> torch.Tensor:
-    """How many weights are inf or nan (a tensor on the weights' device: no sync). A step can make them so while
-    its loss, computed before the step, is finite."""
-    return torch.stack([(~torch.isfinite(p.detach())).sum() for p in model.parameters()]).sum()
 
 
 def _sum_over_processes(*values: torch.Tensor | int) -> list[float]:

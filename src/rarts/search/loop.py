@@ -15,7 +15,8 @@ y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
 
 Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
 checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
-a non-finite value stops the run (RunFailed) before anything is saved, so the last checkpoint stays good.
+a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha,
+checked before every checkpoint, so the last checkpoint stays good.
 
 Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
 batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
@@ -57,6 +58,7 @@ from rarts.utils import (
     atomic_torch_save,
     atomic_write_text,
     check_out_folder,
+    count_nonfinite,
     device_name,
     environment_info,
     is_out_of_memory,
@@ -447,6 +449,13 @@ class _LoopState:
         e, s = self.saved_at
         return f"{place}; the last good checkpoint {self.ckpt_path} (epoch {e + 1}, step {s}) is intact"
 
+    def check_weights(self) -> None:
+        """Stop before a checkpoint would save inf or nan weights or alpha (a step's update can make them so while
+        the loss logged for it, computed before the update, is finite); every process must call it."""
+        bad = count_nonfinite(*self.method.networks().values(), self.method.arch)
+        if any_process(bool(bad), self.device):
+            raise RunFailed(f"weights or alpha became inf or nan at {self.where(self.step - 1)}")
+
     def save(self, meter: EpochMeter) -> None:
         """Write the checkpoint (rank 0; every process must call it: the meter's sums are added up over them)."""
         average_buffers(*self.method.networks().values())  # the same batch-norm statistics in every process
@@ -512,6 +521,7 @@ class _LoopState:
                     if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                         if self.step < self.steps_per_epoch:
                             meter.check(self.where)
+                            self.check_weights()
                             self.save(meter)
                     if on_step is not None:
                         on_step(self.epoch, self.step)
@@ -535,6 +545,7 @@ class _LoopState:
 
     def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
         """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
+        self.check_weights()
         method = self.method
         row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **meter.global_means()}
         mixing = method.mixing(detach=True)
