@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rarts.errors import UsageError
-from rarts.utils import write_json
+from rarts.utils import check_out_file, write_json
 
 FORMATS = ("torchscript", "onnx")
 
@@ -65,8 +65,7 @@ def check_export_target(out: Path, checkpoint: Path) -> None:
     export (a run folder's result.json, config.json, ... by way of `<out>.json`): only an earlier export of rarts,
     recognised by its `<out>.json`, is replaced."""
     record = out.with_name(out.name + ".json")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name")
+    check_out_file(out)  # not a folder, and a file can be made where it goes
     for path in (out, record):
         if path.exists() and path.resolve() == checkpoint.resolve():
             raise UsageError(f"--out {out} would overwrite the checkpoint being exported ({checkpoint})")
