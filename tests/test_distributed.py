@@ -213,10 +213,32 @@ def _runs_on_ranks(rank: int, out: str) -> None:
     ckpt = load_train_checkpoint(out / "train-killed" / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["step"], ckpt["partial"]["seen"]) == (1, 2, 16)
     results.append(train(every, out / "train-killed", resume=True, sets=_train_sets(), log=lambda s: None))
+    # A streamed image folder (StreamLoader: each global batch cut over the processes), killed mid-epoch and
+    # resumed; its one test image leaves process 1 without any, which must not hang the evaluation.
+    streamed = {**TINY_TRAIN, "batch_size": 2, "eval_batch_size": 2, "workers": 0, "checkpoint_every": 1}
+    fcfg = make_config(
+        "quick", {**streamed, "dataset": "folder", "data_dir": str(out / "images")}, {"genotype": "DARTS_V2"}
+    )
+    results.append(train(fcfg, out / "folder-whole", log=lambda s: None))
+    with pytest.raises(tiny_runs.Killed):  # 10 images: 2 steps an epoch of 2 x 2
+        train(fcfg, out / "folder-killed", log=lambda s: None, on_step=tiny_runs.kill_after(3))
+    results.append(train(fcfg, out / "folder-killed", resume=True, log=lambda s: None))
     # An auxiliary head with weight 0 would get no gradient, which DistributedDataParallel refuses: none is built.
     no_aux = make_config("quick", {**TINY_TRAIN, "auxiliary_weight": 0, "epochs": 1}, {"genotype": "DARTS_V2"})
     assert train(no_aux, out / "train-no-aux", sets=_train_sets(), log=lambda s: None) is not None
     torch.save({"summaries": summaries, "results": results}, out / f"runs-rank{rank}.pt")
+
+
+def _image_folder(root: Path) -> None:
+    """train/: 5 images of each of two classes; val/: one image (a class folder may be empty)."""
+    Image = pytest.importorskip("PIL.Image")
+    g = torch.Generator().manual_seed(0)
+    for split, counts in (("train", (5, 5)), ("val", (1, 0))):
+        for cls, n in zip(("cat", "dog"), counts):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (20 + 3 * i, 24, 3), dtype=torch.uint8, generator=g).numpy()
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
 
 
 def _untimed(d: dict) -> dict:
@@ -248,6 +270,7 @@ def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     from rarts.train import load_checkpoint as load_train_checkpoint
     from rarts.train import model_from_checkpoint
 
+    _image_folder(tmp_path / "images")
     _run_spawned(tmp_path, _runs_on_ranks, str(tmp_path))
     ranks = [torch.load(tmp_path / f"runs-rank{r}.pt", weights_only=True) for r in range(WORLD)]
     # Search: rank 0 reports and writes one set of files; a killed and resumed run ends as the whole one.
@@ -266,7 +289,9 @@ def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     assert last["val_loss"] == pytest.approx(loss, abs=1e-5) and last["val_acc"] == pytest.approx(acc, abs=1e-9)
     # Training: the same on both ranks (figures summed over them), the resumed run ends as the whole one.
     assert _untimed(ranks[1]["results"][0]) == _untimed(ranks[0]["results"][0])
-    first, second, third = ranks[0]["results"]
+    first, second, third, folder_whole, folder_resumed = ranks[0]["results"]
+    assert folder_whole["test_images"] == 1 and _untimed(folder_resumed) == _untimed(folder_whole)
+    _assert_same_run(tmp_path / "folder-whole", tmp_path / "folder-killed", TRAIN_FILES)
     assert first["world_size"] == WORLD and first["test_images"] == 14
     assert _untimed(second) == _untimed(first) and _untimed(third) == _untimed(first)
     _assert_same_run(tmp_path / "train-whole", tmp_path / "train-stopped", TRAIN_FILES)
