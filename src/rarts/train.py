@@ -723,8 +723,10 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
             time_before = partial["time_s"] if first_step and partial else 0.0
             lr = optimizer.param_groups[0]["lr"]
             net.drop_path_prob = drop_path_at(cfg, epoch)
-            if world.enabled and not first_step:  # drop-path masks differ between processes, and a resumed epoch
-                torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))  # redraws its own
+            # Drop-path masks differ between processes, and an epoch started again redraws its own (one resumed
+            # mid-way goes on with the generator states its checkpoint holds).
+            if world.enabled and not first_step:
+                torch.manual_seed(rank_seed(cfg.seed, epoch, world.rank))
             checkpoint = functools.partial(
                 mid_epoch_checkpoint, epoch=epoch, t0=t0, before=time_before, done=train_time
             )
