@@ -93,7 +93,8 @@ def test_paper_presets_hold_the_recipes():
         0.97,
     )
     assert (net.momentum, net.weight_decay, net.label_smoothing, net.auxiliary_weight) == (0.9, 3e-5, 0.1, 0.4)
-    assert (net.init_channels, net.layers, net.grad_clip) == (48, 14, 5.0)
+    assert (net.init_channels, net.layers, net.grad_clip, net.checkpoint_every) == (48, 14, 5.0, 1000)
+    assert cifar.checkpoint_every == 0  # a CIFAR epoch is 520 steps: its end is checkpoint enough
     assert preset_for("paper", "folder") == preset_for("paper", "imagenet")
     assert preset_for("paper", "cifar100")["dataset"] == "cifar10"  # the --dataset flag then wins
     assert make_config("paper", {}, {"genotype": "DARTS_V2", "dataset": "imagenet"}).epochs == 250
