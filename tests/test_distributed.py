@@ -42,15 +42,17 @@ def _loopback_env() -> dict[str, str]:
     return {"GLOO_SOCKET_IFNAME": "lo"} if "lo" in names else {}
 
 
-def _run_spawned(tmp_path: Path, fn, *args) -> None:
+def _run_spawned(tmp_path: Path, fn, *args, backend: str = "gloo") -> None:
     for key, value in _loopback_env().items():
         os.environ.setdefault(key, value)
-    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), fn, args), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), fn, args, backend), nprocs=WORLD, join=True)
 
 
-def _worker(rank: int, rendezvous: str, fn, args) -> None:
+def _worker(rank: int, rendezvous: str, fn, args, backend: str = "gloo") -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    if backend == "nccl":  # one GPU per process, as torchrun's LOCAL_RANK gives it
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
     try:
         fn(rank, *args)
     finally:
@@ -79,44 +81,46 @@ def _batches(step: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.
     return (x[0], t[0]), (x[1], t[1])
 
 
-def _method(name: str, shards: int = 1):
+def _method(name: str, shards: int = 1, device: str = "cpu"):
     from rarts.search import METHODS, MethodSettings
     from rarts.supernet import Architecture, SearchNetwork
 
-    torch.manual_seed(0)
-    net = SearchNetwork(4, 10, 3).double()
-    arch = Architecture().double()
+    torch.manual_seed(0)  # initialised on the CPU: the same start on every device
+    net = SearchNetwork(4, 10, 3).double().to(device)
+    arch = Architecture().double().to(device)
     w = PerShard(net, shards) if shards > 1 else net
     settings = MethodSettings(lr=0.1, arch_lr=0.01, grad_clip=5.0, lam=0.7, beta=0.5, xi=0.05)
     return METHODS[name](w, arch, settings)
 
 
 def _run_steps(method, shard: slice | None, steps: int) -> dict[str, torch.Tensor]:
+    device = method.alphas()[0].device
     method.start_epoch(0)
     for step in range(steps):
         (xt, tt), (xv, tv) = _batches(step)
         if shard is not None:
             xt, tt, xv, tv = xt[shard], tt[shard], xv[shard], tv[shard]
-        method.step((xt, tt), (xv, tv))
+        method.step((xt.to(device), tt.to(device)), (xv.to(device), tv.to(device)))
     state = {
-        f"{key}.{i}": p.detach().clone()
+        f"{key}.{i}": p.detach().cpu().clone()
         for key, net in method.networks().items()
         for i, p in enumerate(net.parameters())
     }
-    state.update({f"alpha.{i}": a.detach().clone() for i, a in enumerate(method.alphas())})
+    state.update({f"alpha.{i}": a.detach().cpu().clone() for i, a in enumerate(method.alphas())})
     return state
 
 
-def _steps_on_ranks(rank: int, out: str, names: tuple[str, ...]) -> None:
+def _steps_on_ranks(rank: int, out: str, names: tuple[str, ...], device_type: str = "cpu") -> None:
     from rarts.distributed import distribute_search
 
+    device = f"cuda:{rank}" if device_type == "cuda" else "cpu"
     shard = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
     results = {}
     for name in names:
-        method = _method(name)
+        method = _method(name, device=device)
         distribute_search(method)
         results[name] = _run_steps(method, shard, STEPS.get(name, 1))
-    results["unsynced"] = _run_steps(_method(names[0]), shard, STEPS.get(names[0], 1))
+    results["unsynced"] = _run_steps(_method(names[0], device=device), shard, STEPS.get(names[0], 1))
     torch.save(results, Path(out) / f"steps-rank{rank}.pt")
 
 
@@ -130,9 +134,23 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 METHOD_GROUPS = (("rarts",), ("darts2", "darts1", "milenas", "random"))
 
 
-@pytest.mark.parametrize("names", [METHOD_GROUPS[0], pytest.param(METHOD_GROUPS[1], marks=pytest.mark.slow)])
-def test_two_process_steps_equal_one_process_on_the_global_batch(tmp_path, names):
-    _run_spawned(tmp_path, _steps_on_ranks, str(tmp_path), names)
+# NCCL needs a GPU per process (it refuses two ranks on one GPU since NCCL 2.5): these run only where there are two.
+two_gpus = pytest.mark.skipif(
+    torch.cuda.device_count() < WORLD or not dist.is_nccl_available(), reason="NCCL needs two GPUs"
+)
+
+
+@pytest.mark.parametrize(
+    "names, backend",
+    [
+        (METHOD_GROUPS[0], "gloo"),
+        pytest.param(METHOD_GROUPS[1], "gloo", marks=pytest.mark.slow),
+        pytest.param(METHOD_GROUPS[0] + METHOD_GROUPS[1], "nccl", marks=[pytest.mark.slow, two_gpus]),
+    ],
+)
+def test_two_process_steps_equal_one_process_on_the_global_batch(tmp_path, names, backend):
+    device_type = "cuda" if backend == "nccl" else "cpu"
+    _run_spawned(tmp_path, _steps_on_ranks, str(tmp_path), names, device_type, backend=backend)
     ranks = [torch.load(tmp_path / f"steps-rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for name in names:
         reference = _run_steps(_method(name, shards=WORLD), None, STEPS.get(name, 1))
@@ -306,24 +324,44 @@ def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     assert 100.0 - stats["test_top1"] == pytest.approx(first["test_top1_error"], abs=1e-9)
 
 
-@pytest.mark.slow
-def test_torchrun_search_on_two_processes_writes_one_run_folder(tmp_path):
+def _torchrun(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc_per_node=2 <args>` on the loopback interface; must succeed."""
     with socket.socket() as sock:  # a free port on the loopback interface for torchrun's rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    out = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    search = ["-m", "rarts", "search", "--method", "darts1", "--out", str(out), "--device", "cpu", "--quiet"]
-    overrides = [f"{k}={v}" for k, v in TINY_SEARCH.items()]
     env = {**os.environ, **_loopback_env(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [*torchrun, f"--master_port={port}", *search, *overrides], capture_output=True, text=True, env=env, timeout=600
+        [*torchrun, f"--master_port={port}", *args], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=two_gpus)])
+def test_torchrun_search_on_two_processes_writes_one_run_folder(tmp_path, device):
+    out = tmp_path / "run"
+    search = ["-m", "rarts", "search", "--method", "darts1", "--out", str(out), "--device", device, "--quiet"]
+    proc = _torchrun(tmp_path, [*search, *(f"{k}={v}" for k, v in TINY_SEARCH.items())])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["world_size"], summary["epochs"], summary["steps"]) == (2, 2, 4)
     assert proc.stdout.count("genotype.json") == 1  # rank 0 alone reports
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+@two_gpus
+def test_torchrun_training_on_two_gpus_tests_every_image_once(tmp_path):
+    """NCCL and DistributedDataParallel on two GPUs: the bundled subset's 1,000 test images, each seen once."""
+    out = tmp_path / "train"
+    train = ["-m", "rarts", "train", "--genotype", "DARTS_V2", "--preset", "quick", "--out", str(out)]
+    settings = ["--device", "cuda", "epochs=2", "init_channels=4", "layers=3", "batch_size=32", "checkpoint_every=20"]
+    proc = _torchrun(tmp_path, [*train, *settings])
+    result = json.loads((out / "result.json").read_text())
+    assert (result["world_size"], result["test_images"], result["device_type"]) == (2, 1000, "cuda")
+    assert proc.stdout.count("result.json") == 1  # rank 0 alone reports
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
