@@ -830,7 +830,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
+        "rng": rng_ranks[0] if rng_ranks else rng_state(),  # rank 0's, the one this process just gathered
         "rng_ranks": rng_ranks,
         "loader": data.train.state_dict(),
         "genotype": genotype.to_dict(),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rarts.data.imageset import IMAGENET_MEAN, IMAGENET_STD, ImageSet
+from rarts.data.loader import STATE_SHAPE_KEYS, check_state_shape, rank_share
 from rarts.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -313,7 +314,7 @@ class StreamLoader:
             self._num_batches = n // per_global
         else:  # the last global batch's share of this rank may be empty
             full, rest = divmod(n, per_global)
-            self._num_batches = full + (1 if self._share(rest)[1] > 0 else 0)
+            self._num_batches = full + (1 if rank_share(rest, rank, world_size)[1] > 0 else 0)
         # The DataLoader draws its workers' base seed from this generator, not from torch's global one (which
         # drop-path draws from); the transforms reseed per image, so its value does not matter.
         self._generator = torch.Generator().manual_seed(seed)
@@ -329,11 +330,6 @@ class StreamLoader:
     def num_images(self) -> int:
         return len(self.dataset)
 
-    def _share(self, size: int) -> tuple[int, int]:
-        """Offset and length of this rank's share of a global batch of `size` images."""
-        q, r = divmod(size, self.world_size)
-        return self.rank * q + min(self.rank, r), q + (1 if self.rank < r else 0)
-
     def _epoch_items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's image indices of the current epoch, in order, and their augmentation seeds."""
         n, batch, per_global = self.num_images, self.batch_size, self.batch_size * self.world_size
@@ -344,7 +340,7 @@ class StreamLoader:
         # Positions in the epoch order: this rank's share of each full global batch, then of the last one.
         positions = ((torch.arange(full) * per_global + self.rank * batch)[:, None] + torch.arange(batch)).reshape(-1)
         if rest and not self.drop_last:
-            offset, length = self._share(rest)
+            offset, length = rank_share(rest, self.rank, self.world_size)
             positions = torch.cat([positions, full * per_global + offset + torch.arange(length)])
         return order[positions], seeds[positions]
 
@@ -410,11 +406,7 @@ class StreamLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where the loader that saved `state` stopped (a state of epoch alone starts that epoch)."""
-        for key in ("num_images", "batch_size", "world_size"):
-            if key in state and state[key] != getattr(self, key):
-                raise UsageError(
-                    f"data loader state was saved with {key}={state[key]}, this loader has {getattr(self, key)}"
-                )
+        check_state_shape(state, self, [key for key in STATE_SHAPE_KEYS if key in state])  # older states: epoch only
         self.epoch = int(state["epoch"])
         self.position = int(state.get("position", 0))
         self._iterator = None

@@ -22,6 +22,25 @@ from rarts.errors import UsageError
 # Columns of the per-epoch plan, one row per position in the epoch.
 _INDEX, _SHIFT_Y, _SHIFT_X, _FLIP, _CENTRE_Y, _CENTRE_X = range(6)
 
+# What a loader state's positions depend on: a state loads only into a loader that agrees on them.
+STATE_SHAPE_KEYS = ("num_images", "batch_size", "world_size")
+
+
+def rank_share(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Offset and length of rank `rank`'s share of a global batch of `size` images: consecutive shares, the first
+    `size % world_size` ranks one image more (DeviceLoader and StreamLoader cut their batches alike)."""
+    q, r = divmod(size, world_size)
+    return rank * q + min(rank, r), q + (1 if rank < r else 0)
+
+
+def check_state_shape(state: dict, loader, keys: Sequence[str] = STATE_SHAPE_KEYS) -> None:
+    """Refuse a loader state saved with another image count, batch size or number of processes."""
+    for key in keys:
+        if state[key] != getattr(loader, key):
+            raise UsageError(
+                f"data loader state was saved with {key}={state[key]}, this loader has {getattr(loader, key)}"
+            )
+
 
 class DeviceLoader:
     """Batches of a whole in-memory image set, shuffled and augmented on `device`.
@@ -171,10 +190,10 @@ class DeviceLoader:
     def _slice(self, k: int) -> tuple[int, int]:
         """Start and end, within the epoch order, of this rank's share of global batch k."""
         start = k * self.batch_size * self.world_size
-        size = min(self.batch_size * self.world_size, self.num_images - start)
-        q, r = divmod(size, self.world_size)
-        lo = start + self.rank * q + min(self.rank, r)
-        return lo, lo + q + (1 if self.rank < r else 0)
+        offset, length = rank_share(
+            min(self.batch_size * self.world_size, self.num_images - start), self.rank, self.world_size
+        )
+        return start + offset, start + offset + length
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch, starting a new epoch when the current one is used up."""
@@ -223,11 +242,7 @@ class DeviceLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where the loader that saved `state` stopped."""
-        for key in ("num_images", "batch_size", "world_size"):
-            if state[key] != getattr(self, key):
-                raise UsageError(
-                    f"data loader state was saved with {key}={state[key]}, this loader has {getattr(self, key)}"
-                )
+        check_state_shape(state, self)
         self._generator.set_state(state["generator"])
         self._start_epoch(int(state["epoch"]))
         self._position = int(state["position"])
