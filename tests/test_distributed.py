@@ -281,8 +281,8 @@ def _assert_same_run(a: Path, b: Path, files: tuple[str, ...]) -> None:
 @pytest.mark.slow
 def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     from rarts.data import DeviceLoader
-    from rarts.search import METHODS
     from rarts.runs import load_checkpoint
+    from rarts.search import METHODS
     from rarts.search.loop import evaluate, prepare_data
     from rarts.supernet import Architecture, SearchNetwork
     from rarts.train import evaluate as evaluate_network

@@ -593,17 +593,6 @@ def test_resume_takes_the_cells_from_the_checkpoint_after_the_genotype_moved(tmp
     assert env["resumed_at_epoch"] == 0  # the first session's record stays on top
 
 
-def test_resuming_a_finished_run_leaves_its_record_alone(tmp_path, sets):
-    cfg = tiny_config(epochs=1)
-    train(cfg, tmp_path, sets=sets, log=silent)
-    before = {name: (tmp_path / name).read_bytes() for name in ("result.json", "environment.json", "metrics.jsonl")}
-    said = []
-    result = train(tiny_config(epochs=1, threads=2), tmp_path, resume=True, sets=sets, log=said.append)
-    assert result == json.loads(before["result.json"])
-    assert said == [f"{tmp_path}: the training has finished already"]
-    assert {name: (tmp_path / name).read_bytes() for name in before} == before
-
-
 def test_out_of_memory_and_a_non_finite_loss_fail_with_advice(tmp_path, sets, monkeypatch):
     import rarts.train.run
     from rarts.errors import RunFailed
