@@ -301,14 +301,15 @@ def test_presets_load_and_validate():
     paper = make_config("paper", {}, {"method": "darts2"})
     assert quick.dataset == "cifar10-mini"
     assert (paper.epochs, paper.batch_size, paper.channels, paper.layers) == (50, 64, 16, 8)
-    assert (paper.lr, paper.lr_min, paper.momentum, paper.weight_decay, paper.grad_clip) == (
+    rules = paper.method_settings
+    assert (rules.lr, rules.lr_min, rules.momentum, rules.weight_decay, rules.grad_clip) == (
         0.025,
         0.001,
         0.9,
         3e-4,
         5.0,
     )
-    assert (paper.arch_lr, paper.arch_betas, paper.arch_weight_decay, paper.train_portion) == (
+    assert (rules.arch_lr, rules.arch_betas, rules.arch_weight_decay, paper.train_portion) == (
         3e-4,
         (0.5, 0.999),
         1e-3,
