@@ -174,7 +174,7 @@ TINY_SEARCH = {  # 16 images a half: 2 steps an epoch at 4 images per process
     "threads": "1",
 }
 TINY_TRAIN = {
-    "init_channels": 4,
+    "channels": 4,
     "layers": 3,
     "batch_size": 4,  # 32 images: 4 steps an epoch on 2 processes
     "eval_batch_size": 4,
@@ -281,8 +281,9 @@ def _assert_same_run(a: Path, b: Path, files: tuple[str, ...]) -> None:
 @pytest.mark.slow
 def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     from rarts.data import DeviceLoader
+    from rarts.runs import load_checkpoint
     from rarts.search import METHODS
-    from rarts.search.loop import evaluate, load_checkpoint, prepare_data
+    from rarts.search.loop import evaluate, prepare_data
     from rarts.supernet import Architecture, SearchNetwork
     from rarts.train import evaluate as evaluate_network
     from rarts.train import load_checkpoint as load_train_checkpoint
@@ -299,12 +300,12 @@ def test_two_process_search_and_training_runs_resume_exactly(tmp_path):
     assert len((tmp_path / "search-whole" / "alphas.jsonl").read_text().splitlines()) == 2
     # The logged validation figures are those of the whole validation half, evaluated here on one process.
     cfg = _search_config()
-    ckpt = load_checkpoint(tmp_path / "search-whole" / "checkpoint.pt")
-    method = METHODS["rarts"](SearchNetwork(4, 10, 2), Architecture(), cfg.method_settings())
+    ckpt = load_checkpoint(tmp_path / "search-whole" / "checkpoint.pt", "search")
+    method = METHODS["rarts"](SearchNetwork(4, 10, 2), Architecture(), cfg.method_settings)
     method.load_state_dict(ckpt["method"])
     loss, acc = evaluate(method.w, prepare_data(cfg, torch.device("cpu")).val_eval, method.mixing(detach=True))
     last = json.loads((tmp_path / "search-whole" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["val_loss"] == pytest.approx(loss, abs=1e-5) and last["val_acc"] == pytest.approx(acc, abs=1e-9)
+    assert last["val_loss"] == pytest.approx(loss, abs=1e-5) and last["val_acc"] == pytest.approx(100 * acc, abs=1e-7)
     # Training: the same on both ranks (figures summed over them), the resumed run ends as the whole one.
     assert _untimed(ranks[1]["results"][0]) == _untimed(ranks[0]["results"][0])
     first, second, third, folder_whole, folder_resumed = ranks[0]["results"]
@@ -357,7 +358,7 @@ def test_torchrun_training_on_two_gpus_tests_every_image_once(tmp_path):
     """NCCL and DistributedDataParallel on two GPUs: the bundled subset's 1,000 test images, each seen once."""
     out = tmp_path / "train"
     train = ["-m", "rarts", "train", "--genotype", "DARTS_V2", "--preset", "quick", "--out", str(out)]
-    settings = ["--device", "cuda", "epochs=2", "init_channels=4", "layers=3", "batch_size=32", "checkpoint_every=20"]
+    settings = ["--device", "cuda", "epochs=2", "channels=4", "layers=3", "batch_size=32", "checkpoint_every=20"]
     proc = _torchrun(tmp_path, [*train, *settings])
     result = json.loads((out / "result.json").read_text())
     assert (result["world_size"], result["test_images"], result["device_type"]) == (2, 1000, "cuda")

@@ -31,7 +31,7 @@ def synthetic_set(n: int, seed: int) -> ImageSet:
 def checkpoint(tmp_path_factory):
     """A trained tiny network (one epoch, so BatchNorm running statistics are not the initial ones)."""
     run = tmp_path_factory.mktemp("run")
-    overrides = {"init_channels": 4, "layers": 3, "batch_size": 8, "epochs": 1, "progress": False}
+    overrides = {"channels": 4, "layers": 3, "batch_size": 8, "epochs": 1, "progress": False}
     cfg = make_config("quick", {**overrides, "tensorboard": False, "device": "cpu"}, {"genotype": "DARTS_V2"})
     train(cfg, run, sets=(synthetic_set(16, 0), synthetic_set(8, 1)), log=lambda s: None)
     return run / "checkpoint.pt"

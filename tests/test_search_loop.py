@@ -20,10 +20,16 @@ import torch
 from rarts.cli import main
 from rarts.errors import RunFailed, UsageError
 from rarts.genotype import load_genotype
+from rarts.runs import CHECKPOINT_NAME
+from rarts.runs import load_checkpoint as read_checkpoint
 from rarts.search.config import SearchConfig, make_config
-from rarts.search.loop import CHECKPOINT_NAME, load_checkpoint, peak_memory_bytes, resize_images, run_search
+from rarts.search.loop import peak_memory_bytes, resize_images, run_search
 from rarts.search.plots import edge_labels, plot_alpha_heatmap
 from tiny_runs import TINY_SEARCH, Killed, kill_after
+
+
+def load_checkpoint(path) -> dict:
+    return read_checkpoint(path, "search")
 
 
 def tiny(method: str, **more) -> SearchConfig:
@@ -72,7 +78,7 @@ def test_run_folder_holds_every_artefact(tmp_path):
     assert summary["search_cost_unit"] == "CPU-hours"
     assert summary["search_cost"] == pytest.approx(summary["search_seconds"] / 3600)
     assert summary["peak_memory_bytes"] > 10 * 2**20
-    assert 0.0 <= summary["final_val_acc"] <= 1.0 and 0.0 <= summary["final_train_acc"] <= 1.0
+    assert 0.0 <= summary["final_val_acc"] <= 100.0 and 0.0 <= summary["final_train_acc"] <= 100.0  # percent
     assert load_genotype(str(out)).to_dict() == summary["genotype"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -133,12 +139,6 @@ def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_
     assert comparable(run) == comparable(tmp_path / "whole")
     env = json.loads((run / "environment.json").read_text())
     assert env["resumed_at"] is None and [r["resumed_at"] for r in env["resumes"]] == [{"epoch": 1, "step": 0}]
-
-
-def test_resume_of_a_finished_run_changes_nothing(tmp_path):
-    cfg = tiny("random", epochs=1)
-    first = run_search(cfg, tmp_path / "run", quiet=True)
-    assert run_search(cfg, tmp_path / "run", resume=True, quiet=True) == first
 
 
 # ---- failures --------------------------------------------------------------------------------------------------------
@@ -301,14 +301,15 @@ def test_presets_load_and_validate():
     paper = make_config("paper", {}, {"method": "darts2"})
     assert quick.dataset == "cifar10-mini"
     assert (paper.epochs, paper.batch_size, paper.channels, paper.layers) == (50, 64, 16, 8)
-    assert (paper.lr, paper.lr_min, paper.momentum, paper.weight_decay, paper.grad_clip) == (
+    rules = paper.method_settings
+    assert (rules.lr, rules.lr_min, rules.momentum, rules.weight_decay, rules.grad_clip) == (
         0.025,
         0.001,
         0.9,
         3e-4,
         5.0,
     )
-    assert (paper.arch_lr, paper.arch_betas, paper.arch_weight_decay, paper.train_portion) == (
+    assert (rules.arch_lr, rules.arch_betas, rules.arch_weight_decay, paper.train_portion) == (
         3e-4,
         (0.5, 0.999),
         1e-3,
@@ -346,7 +347,7 @@ def test_quick_preset_end_to_end(tmp_path):
     out = tmp_path / "quick"
     assert main(["search", "--method", "rarts", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["final_val_acc"] > 0.25  # chance is 0.10
+    assert summary["final_val_acc"] > 25.0  # percent; chance is 10
     assert summary["search_seconds"] < 15 * 60
 
 

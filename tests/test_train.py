@@ -34,7 +34,7 @@ from rarts.train import (
 from tiny_runs import Killed, kill_after
 
 TINY = {
-    "init_channels": 4,
+    "channels": 4,
     "layers": 3,
     "batch_size": 8,
     "eval_batch_size": 16,
@@ -82,7 +82,7 @@ def test_paper_presets_hold_the_recipes():
     assert (cifar.dataset, cifar.epochs, cifar.batch_size, cifar.lr, cifar.lr_min) == ("cifar10", 600, 96, 0.025, 0.0)
     assert (cifar.lr_schedule, cifar.momentum, cifar.weight_decay, cifar.label_smoothing) == ("cosine", 0.9, 3e-4, 0.0)
     assert (cifar.auxiliary, cifar.auxiliary_weight, cifar.drop_path_prob, cifar.cutout) == (True, 0.4, 0.2, 16)
-    assert (cifar.grad_clip, cifar.init_channels, cifar.layers) == (5.0, 36, 20)
+    assert (cifar.grad_clip, cifar.channels, cifar.layers) == (5.0, 36, 20)
     net = TrainConfig(genotype="DARTS_V2", **preset_for("paper", "imagenet"))
     assert (net.dataset, net.epochs, net.batch_size, net.lr, net.lr_schedule, net.lr_gamma) == (
         "imagenet",
@@ -93,7 +93,7 @@ def test_paper_presets_hold_the_recipes():
         0.97,
     )
     assert (net.momentum, net.weight_decay, net.label_smoothing, net.auxiliary_weight) == (0.9, 3e-5, 0.1, 0.4)
-    assert (net.init_channels, net.layers, net.grad_clip, net.checkpoint_every) == (48, 14, 5.0, 1000)
+    assert (net.channels, net.layers, net.grad_clip, net.checkpoint_every) == (48, 14, 5.0, 1000)
     assert cifar.checkpoint_every == 0  # a CIFAR epoch is 520 steps: its end is checkpoint enough
     assert preset_for("paper", "folder") == preset_for("paper", "imagenet")
     assert preset_for("paper", "cifar100")["dataset"] == "cifar10"  # the --dataset flag then wins
@@ -266,7 +266,7 @@ def test_run_folder_holds_the_artefacts(finished_run):
     net = make_model(KNOWN_GENOTYPES["DARTS_V2"], "cifar", 4, 3, True, 10, torch.device("cpu"))
     assert result["params"] == count_params(net) < result["params_with_auxiliary"]
     assert result["mult_adds"] > 0 and result["train_time_s"] > 0 and result["device"]
-    assert json.loads((run / "config.json").read_text())["init_channels"] == 4
+    assert json.loads((run / "config.json").read_text())["channels"] == 4
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert [r["lr"] for r in rows] == pytest.approx(lrs_per_epoch(cfg), rel=1e-12)
@@ -280,7 +280,7 @@ def test_run_folder_holds_the_artefacts(finished_run):
 
 def test_cuda_generators_come_back_even_when_another_number_of_gpus_is_visible(monkeypatch):
     """All GPUs' states when as many are visible as when saved, else the saved current GPU's into the current one."""
-    from rarts.train import rng_state, set_rng_state
+    from rarts.runs import capture_rng, restore_rng
 
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -289,11 +289,12 @@ def test_cuda_generators_come_back_even_when_another_number_of_gpus_is_visible(m
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([2]))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(("all", len(states))))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: calls.append(("current", state.tolist())))
-    state = rng_state()
-    set_rng_state(state)
+    cpu = torch.device("cpu")
+    state = capture_rng(cpu)
+    restore_rng(state, cpu)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # e.g. one GPU per process at the resume
-    set_rng_state(state)
-    set_rng_state({**state, "cuda_current": None})  # a checkpoint from before cuda_current: nothing to restore
+    restore_rng(state, cpu)
+    restore_rng({**state, "cuda_device": None}, cpu)  # a checkpoint without its own GPU's state: nothing to restore
     assert calls == [("all", 2), ("current", [2])]
 
 
@@ -304,7 +305,7 @@ def test_checkpoint_is_plain_data(finished_run):
     for key in ("model", "optimizer", "scheduler", "rng", "loader", "genotype", "config", "network"):
         assert key in ckpt
     assert ckpt["genotype"] == KNOWN_GENOTYPES["DARTS_V2"].to_dict()
-    assert ckpt["config"]["init_channels"] == 4 and ckpt["network"]["C"] == 4
+    assert ckpt["config"]["channels"] == 4 and ckpt["network"]["channels"] == 4
 
 
 def _same_training(a, b) -> None:
@@ -381,9 +382,9 @@ def test_a_streamed_set_smaller_than_a_batch_is_refused(tmp_path, image_root):
 
 def _poisoning_optimizer(monkeypatch, at_step: int):
     """Make train's optimiser fill one weight with inf right after its `at_step`-th step (counted from 1)."""
-    import rarts.train
+    import rarts.train.run
 
-    make_optimizer = rarts.train.make_optimizer
+    make_optimizer = rarts.train.run.make_optimizer
     steps = {"n": 0}
 
     def make(cfg, net):
@@ -399,7 +400,7 @@ def _poisoning_optimizer(monkeypatch, at_step: int):
         optimizer.register_step_post_hook(after_step)
         return optimizer
 
-    monkeypatch.setattr(rarts.train, "make_optimizer", make)
+    monkeypatch.setattr(rarts.train.run, "make_optimizer", make)
 
 
 @pytest.mark.parametrize(
@@ -506,7 +507,7 @@ def test_evaluate_command_rebuilds_the_network_and_tests_it(finished_run, capsys
 def test_train_then_evaluate_commands_on_the_bundled_subset(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--genotype", "DARTS_V2", "--preset", "quick", "--out", str(out), "--device", "cpu"]
-    argv += ["epochs=2", "init_channels=4", "layers=3", "progress=false", "tensorboard=false"]
+    argv += ["epochs=2", "channels=4", "layers=3", "progress=false", "tensorboard=false"]
     assert main(argv) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["dataset"] == "cifar10-mini" and result["test_images"] == 1000 and result["epochs"] == 2
@@ -518,7 +519,7 @@ def test_train_then_evaluate_commands_on_the_bundled_subset(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0  # a finished run resumes to its result without training again
     assert json.loads((out / "result.json").read_text())["test_top1_error"] == result["test_top1_error"]
     assert main(argv[:-5] + ["--resume"]) == 2  # the preset's epochs are not this run's 2
-    assert "differs from the checkpoint's 2" in capsys.readouterr().err
+    assert "differs from the run's 2" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume"]) == 0  # without --preset: the checkpoint's settings
 
 
@@ -592,32 +593,21 @@ def test_resume_takes_the_cells_from_the_checkpoint_after_the_genotype_moved(tmp
     assert env["resumed_at_epoch"] == 0  # the first session's record stays on top
 
 
-def test_resuming_a_finished_run_leaves_its_record_alone(tmp_path, sets):
-    cfg = tiny_config(epochs=1)
-    train(cfg, tmp_path, sets=sets, log=silent)
-    before = {name: (tmp_path / name).read_bytes() for name in ("result.json", "environment.json", "metrics.jsonl")}
-    said = []
-    result = train(tiny_config(epochs=1, threads=2), tmp_path, resume=True, sets=sets, log=said.append)
-    assert result == json.loads(before["result.json"])
-    assert said == [f"{tmp_path}: the training has finished already"]
-    assert {name: (tmp_path / name).read_bytes() for name in before} == before
-
-
 def test_out_of_memory_and_a_non_finite_loss_fail_with_advice(tmp_path, sets, monkeypatch):
-    import rarts.train
+    import rarts.train.run
     from rarts.errors import RunFailed
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
 
-    monkeypatch.setattr(rarts.train, "train_one_epoch", no_memory)
+    monkeypatch.setattr(rarts.train.run, "train_one_epoch", no_memory)
     with pytest.raises(RunFailed, match=r"out of CPU memory in epoch 1/3 \(batch_size=8.*batch_size=4"):
         train(tiny_config(), tmp_path / "oom", sets=sets, log=silent)
 
     def diverged(*args, **kwargs):
         return {"train_loss": math.nan, "train_top1": 0.0, "train_top5": 0.0}
 
-    monkeypatch.setattr(rarts.train, "train_one_epoch", diverged)
+    monkeypatch.setattr(rarts.train.run, "train_one_epoch", diverged)
     with pytest.raises(RunFailed, match=r"became nan in epoch 1/3; no checkpoint had been written yet"):
         train(tiny_config(), tmp_path / "nan", sets=sets, log=silent)
 

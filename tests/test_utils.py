@@ -97,7 +97,7 @@ def test_out_of_memory_is_recognised_on_the_cpu_and_on_cuda():
 
 
 def test_environment_record_keeps_the_first_session_and_lists_the_resumes(tmp_path):
-    from rarts.utils import write_environment
+    from rarts.runs import write_environment
 
     path = tmp_path / "environment.json"
     write_environment(path, {"command": "rarts search --method rarts lam=2"}, resumed=False)

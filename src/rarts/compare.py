@@ -373,23 +373,21 @@ class InProcessRunner:
 
     def split(self, overrides: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Route key=value overrides to the search and the training config (see split_overrides)."""
-        from dataclasses import fields
-
+        from rarts.config import setting_names
         from rarts.search.config import SearchConfig
         from rarts.train import TrainConfig
 
         for key in overrides:
             if key.rpartition(".")[2] in PLANNED_KEYS:
                 raise UsageError(f"setting {key!r} is set by the comparison: use --methods and --seeds")
-        return split_overrides(overrides, [f.name for f in fields(SearchConfig)], [f.name for f in fields(TrainConfig)])
+        return split_overrides(overrides, setting_names(SearchConfig), setting_names(TrainConfig))
 
     def free_settings(self, stage: str) -> frozenset[str]:
         """Where the data lie and how a run reports (the settings a resumed run may change), and the genotype's
         folder of a training run, which a compare folder that moved no longer matches."""
-        from rarts.search.config import RESUME_FREE_KEYS as SEARCH_FREE
-        from rarts.train import RESUME_FREE_KEYS as TRAIN_FREE
+        from rarts.runs import resume_free_settings
 
-        return frozenset(SEARCH_FREE) if stage == "search" else frozenset(TRAIN_FREE) | {"genotype"}
+        return resume_free_settings("search") if stage == "search" else resume_free_settings("train") | {"genotype"}
 
     @staticmethod
     def _flags(plan: ComparePlan) -> dict[str, Any]:

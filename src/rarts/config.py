@@ -1,4 +1,8 @@
-"""Dataclass configs: YAML presets set the defaults, `key=value` overrides win, every value is type-checked."""
+"""Dataclass configs: YAML presets set the defaults, `key=value` overrides win, every value is type-checked.
+
+Settings have flat names everywhere a user meets them (presets, key=value, config.json), also where the dataclass
+nests a group of them (the search's method settings): `lam=0.5` reaches `SearchConfig.method_settings.lam`.
+"""
 
 from __future__ import annotations
 
@@ -89,9 +93,10 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-# The same thing named differently by the search and the training settings (DARTS's names: the supernet has
-# `channels`, the final network `init_channels`; both count cells as `layers`).
-_OTHER_NAMES = {"channels": "init_channels", "init_channels": "channels", "cells": "layers", "epoch": "epochs"}
+# Hints for an unknown setting that names a known one as another code base or an older rarts does (DARTS calls the
+# final network's channels `init_channels` and `C`; some codes count cells as `cells`). They are only suggested:
+# each setting has one name (a saved config.json with an older name is read through `old_names`, see below).
+_OTHER_NAMES = {"init_channels": "channels", "C": "channels", "cells": "layers", "epoch": "epochs"}
 
 
 def _suggestion(key: str, fields: set[str]) -> str:
@@ -103,21 +108,60 @@ def _suggestion(key: str, fields: set[str]) -> str:
     return f" (did you mean {guess}?)" if guess else ""
 
 
-def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
-    """Build dataclass `cls` from dict layers (later layers win), type-checking and rejecting unknown keys."""
+def _leaves(cls: type) -> dict[str, tuple[tuple[str, ...], Any, dataclasses.Field]]:
+    """Every setting of `cls` by its flat name: (path of nested dataclass fields, type, field). A field whose type is
+    a dataclass (the search's method settings) contributes its own fields under their names."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, tuple[tuple[str, ...], Any, dataclasses.Field]] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            for name, (path, hint, leaf) in _leaves(hints[f.name]).items():
+                out[name] = ((f.name, *path), hint, leaf)
+        else:
+            out[f.name] = ((), hints[f.name], f)
+    return out
+
+
+def setting_names(cls: type) -> list[str]:
+    """The flat names of every setting of `cls`, as key=value overrides, presets and config.json spell them."""
+    return list(_leaves(cls))
+
+
+def _construct(cls: type, values: dict[str, Any]) -> Any:
+    """`cls` from flat values, each nested dataclass built from the values of its own fields."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _construct(hints[f.name], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
+
+
+def current_names(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with every older name of a setting of `cls` (its field's metadata `old_names`) replaced by the
+    current one, as a config.json written by an older rarts is read."""
+    renamed = {old: name for name, (_, _, f) in _leaves(cls).items() for old in f.metadata.get("old_names", ())}
+    return {renamed.get(key, key): value for key, value in settings.items()}
+
+
+def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
+    """Build dataclass `cls` from flat dict layers (later layers win), type-checking, rejecting unknown keys and
+    validating once. A field's metadata `old_names` lists names an older config.json may use for it."""
+    leaves = _leaves(cls)
+    fields = set(leaves)
     values: dict[str, Any] = {}
     for layer in layers:
-        for key, value in (layer or {}).items():
+        for key, value in current_names(cls, layer or {}).items():
             if value is None:  # an unset command-line flag: keep the earlier layer's value
                 continue
             if key not in fields:
                 raise UsageError(
                     f"unknown setting {key!r}{_suggestion(key, fields)}; known: {', '.join(sorted(fields))}"
                 )
-            values[key] = _coerce(key, value, hints[key])
-    cfg = cls(**values)
+            values[key] = _coerce(key, value, leaves[key][1])
+    cfg = _construct(cls, values)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
@@ -125,4 +169,12 @@ def build_config(cls: type[T], *layers: dict[str, Any]) -> T:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The flat {setting: value} of a config (nested dataclasses flattened), as config.json holds it."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(config_to_dict(value))
+        else:
+            out[f.name] = value
+    return out

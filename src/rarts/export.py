@@ -155,7 +155,7 @@ def export_checkpoint(
         "output": {"shape": ["N", spec["num_classes"]], "name": "logits"},
         "classes": spec["classes"],
         "genotype": ckpt["genotype"],
-        "network": {k: spec[k] for k in ("kind", "C", "layers", "num_classes")},
+        "network": {k: spec[k] for k in ("kind", "channels", "layers", "num_classes")},
         "check_max_abs_diff": max_diff,
     }
     write_json(out.with_name(out.name + ".json"), info)

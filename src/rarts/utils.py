@@ -1,4 +1,4 @@
-"""Small shared helpers: device choice, seeding, atomic files, JSON, run metadata."""
+"""Small shared helpers: device choice, seeding, atomic files, JSON, run metadata (run folders: rarts.runs)."""
 
 from __future__ import annotations
 
@@ -111,29 +111,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint_file(path: str | os.PathLike, fmt: str, version: int, kind: str) -> dict[str, Any]:
-    """A rarts checkpoint of format `fmt` and `version`, loaded with weights_only=True; else a one-line UsageError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
-        other = ckpt.get("format") if isinstance(ckpt, dict) else None
-        if other == "rarts-search-checkpoint" and kind == "train":
-            raise UsageError(
-                f"{path} is a search checkpoint, not a training one: train the cells it found first "
-                f"(rarts train --genotype {path.parent}) and use that run's checkpoint"
-            )
-        raise UsageError(f"{path} is not a rarts {kind} checkpoint")
-    if ckpt.get("version") != version:
-        raise UsageError(f"{path} has checkpoint version {ckpt.get('version')}, this rarts reads {version}")
-    return ckpt
-
-
 def git_revision() -> str | None:
     """The git revision of the rarts source tree, when it is a checkout."""
     here = Path(__file__).resolve().parent
@@ -165,61 +142,6 @@ def environment_info(device: torch.device | None = None) -> dict[str, Any]:
         info["device"] = str(device)
         info["device_name"] = device_name(device)
     return info
-
-
-def write_environment(path: Path, info: dict[str, Any], resumed: bool) -> None:
-    """Write environment.json; on a resume keep the first session's record and add this one to its `resumes`
-    list, so that the original command line and machine stay on record."""
-    if resumed and path.is_file():
-        try:
-            first = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            first = None
-        if isinstance(first, dict):
-            first.setdefault("resumes", []).append(info)
-            info = first
-    write_json(path, info)
-
-
-# The files by which a folder is known to hold a run's results (beyond the settings every start writes).
-_RUN_RECORDS = {"summary.json": "a search run", "result.json": "a training run"}
-
-
-def run_folder_holds(run_dir: Path) -> str | None:
-    """What `run_dir` holds of an earlier run, in words ("a search run (summary.json)"), or None when there is
-    nothing a new run would overwrite: no checkpoint, no results and no logged epoch (a run stopped before its
-    first checkpoint leaves only its settings, which a new start may replace)."""
-    found = [name for name in ("checkpoint.pt", *_RUN_RECORDS, "metrics.jsonl") if (run_dir / name).is_file()]
-    found = [n for n in found if n != "metrics.jsonl" or (run_dir / n).stat().st_size > 0]
-    if not found:
-        return None
-    kind = next((_RUN_RECORDS[n] for n in found if n in _RUN_RECORDS), None)
-    if kind is None:
-        try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
-        kind = "a search run" if "method" in config else "a training run" if "genotype" in config else "a run"
-    return f"{kind} ({', '.join(found)})"
-
-
-def check_out_folder(run_dir: Path, kind: str, resume: bool) -> None:
-    """Refuse, before any work, an --out that is a file, cannot be created, or (unless resuming) holds a run.
-
-    kind: "search run" or "training run", what the caller is about to write there."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {run_dir} exists and is not a folder")
-    if not resume:
-        held = run_folder_holds(run_dir) if run_dir.is_dir() else None
-        if held is not None:
-            hint = "pass --resume to continue it, or" if held.startswith(f"a {kind}") else "give"
-            raise UsageError(f"{run_dir} already holds {held}: {hint} another --out")
-    ancestor = run_dir  # the folder is made when the run first writes; here only whether it can be
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        reason = "is a file" if ancestor.exists() and not ancestor.is_dir() else "cannot be written"
-        raise UsageError(f"cannot create --out {run_dir}: {ancestor} {reason}")
 
 
 def check_out_file(path: str | os.PathLike) -> None:

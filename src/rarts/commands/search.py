@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rarts.commands import say_how_to_resume
-
 METHOD_NAMES = ("darts1", "darts2", "milenas", "rarts", "random")  # checked against the registry when run
 
 
@@ -48,10 +46,10 @@ def search_command(args: argparse.Namespace) -> int:
     from rarts.config import parse_overrides
     from rarts.distributed import world_from_env
     from rarts.errors import UsageError
+    from rarts.runs import SEARCH, command_config, run_command
     from rarts.search.config import make_config
-    from rarts.search.loop import resume_config, run_search
+    from rarts.search.loop import run_search
 
-    overrides = parse_overrides(args.overrides)
     flags = {
         "method": args.method,
         "dataset": args.dataset,
@@ -62,29 +60,18 @@ def search_command(args: argparse.Namespace) -> int:
         "latency_table": args.latency_table,
         "latency_weight": args.latency_weight,
     }
-    if args.resume:
-        if not args.out:
-            raise UsageError("--resume needs --out: the run folder to continue")
-        cfg = (
-            resume_config(args.out, overrides, flags)
-            if args.preset is None
-            else make_config(args.preset, overrides, flags)
-        )
-    else:
-        if not args.method and "method" not in overrides:
-            raise UsageError(f"--method is required: one of {', '.join(METHOD_NAMES)}")
-        cfg = make_config(args.preset, overrides, flags)
+    if not args.resume and not args.method and "method" not in parse_overrides(args.overrides):
+        raise UsageError(f"--method is required: one of {', '.join(METHOD_NAMES)}")
+    cfg, checkpoint = command_config(SEARCH, args, flags, make_config)
     out = args.out or f"runs/search/{cfg.method}-seed{cfg.seed}"
-    try:
-        summary = run_search(cfg, out, resume=args.resume, quiet=args.quiet)
-    except KeyboardInterrupt:
-        if world_from_env().is_main:
-            say_how_to_resume(out, "search")
-        raise
+    resume = checkpoint is not None
+    summary = run_command(
+        SEARCH, out, lambda: run_search(cfg, out, resume=resume, quiet=args.quiet, checkpoint=checkpoint)
+    )
     if not world_from_env().is_main:  # under torchrun, rank 0 alone reports (the others return no summary)
         return 0
     acc = summary.get("final_val_acc")
-    acc_text = f"supernet val acc {100 * acc:.1f}%, " if acc is not None else ""
+    acc_text = f"supernet val acc {acc:.1f}%, " if acc is not None else ""
     print(
         f"{summary['method']}: {acc_text}{summary['search_seconds'] / 60:.1f} min "
         f"({summary['search_cost']:.4g} {summary['search_cost_unit']} on {summary['device_name']}); "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rarts.commands import say_how_to_resume
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser(
@@ -28,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, help="epochs (default: the preset's; the same as epochs=N)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=10 init_channels=16")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=10 channels=16")
     t.set_defaults(func=train_command)
 
     e = subparsers.add_parser(
@@ -65,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _checkpoint_path(arg: str):
     from pathlib import Path
 
-    from rarts.train import CHECKPOINT_NAME
+    from rarts.runs import CHECKPOINT_NAME
 
     path = Path(arg)
     return path / CHECKPOINT_NAME if path.is_dir() else path
@@ -82,31 +80,17 @@ def _default_out(genotype: str) -> str:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from rarts.config import parse_overrides
     from rarts.distributed import world_from_env
-    from rarts.errors import UsageError
-    from rarts.train import make_config, resume_config, train
+    from rarts.runs import TRAIN, command_config, run_command
+    from rarts.train import make_config, train
 
-    overrides = parse_overrides(args.overrides)
     flags = {"genotype": args.genotype, "dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed}
     flags["device"] = args.device
     flags["epochs"] = args.epochs
-    if args.resume:
-        if not args.out:
-            raise UsageError("--resume needs --out: the run folder to continue")
-        if args.preset is None:
-            cfg = resume_config(args.out, overrides, flags)
-        else:
-            cfg = make_config(args.preset, overrides, flags)
-    else:
-        cfg = make_config(args.preset, overrides, flags)
+    cfg, checkpoint = command_config(TRAIN, args, flags, make_config)
     out = args.out or _default_out(cfg.genotype)
-    try:
-        result = train(cfg, out, resume=args.resume)
-    except KeyboardInterrupt:
-        if world_from_env().is_main:
-            say_how_to_resume(out, "train")
-        raise
+    resume = checkpoint is not None
+    result = run_command(TRAIN, out, lambda: train(cfg, out, resume=resume, checkpoint=checkpoint))
     if result is not None and world_from_env().is_main:  # under torchrun, rank 0 alone reports
         print(
             f"test error {result['test_top1_error']:.2f}% (top-5 {result['test_top5_error']:.2f}%), "

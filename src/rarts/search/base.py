@@ -56,7 +56,8 @@ def register_method(name: str) -> Callable[[type[SearchMethod]], type[SearchMeth
 
 @dataclass
 class MethodSettings:
-    """The hyperparameters of the update rules. Defaults are the DARTS CIFAR-10 search settings."""
+    """The hyperparameters of the update rules. Defaults are the DARTS CIFAR-10 search settings. A search run's
+    config nests one (SearchConfig.method_settings); the values are checked once, when it is made."""
 
     epochs: int = 50  # length of the cosine schedule
     lr: float = 0.025  # weight learning rate, cosine from lr to lr_min over `epochs`
@@ -75,6 +76,9 @@ class MethodSettings:
     xi: Optional[float] = None  # DARTS 2nd order virtual step; None uses the current weight learning rate
     random_resample: str = "once"  # random: draw alpha "once" or every "epoch"
     sweep: str = "gauss-seidel"  # RARTS: eq. (4) line by line, or "jacobi" (every gradient at the current point)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         finite = ("lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_weight_decay", "lam", "beta")
@@ -222,7 +226,6 @@ class SearchMethod:
         arch_penalty_weight: float = 0.0,
     ):
         self.settings = settings or MethodSettings()
-        self.settings.validate()
         if arch_penalty_weight < 0:
             raise UsageError(f"setting arch_penalty_weight: must not be negative, got {arch_penalty_weight}")
         if self.settings.sweep not in self.sweeps:

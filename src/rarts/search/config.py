@@ -3,72 +3,44 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rarts.config import build_config, load_preset
 from rarts.errors import UsageError
-
-# Settings that may change when a run is resumed: where the data lie and how the run reports, not what it computes.
-RESUME_FREE_KEYS = (
-    "data_dir",
-    "device",
-    "threads",
-    "paired_passes",
-    "log_every",
-    "checkpoint_every",
-    "progress",
-    "tensorboard",
-    "plots",
-)
+from rarts.runs.resume import free
+from rarts.search.base import MethodSettings
 
 
 @dataclass
 class SearchConfig:
-    """Everything a search run depends on. Defaults are the DARTS CIFAR-10 search settings (the paper preset)."""
+    """Everything a search run depends on. Defaults are the DARTS CIFAR-10 search settings (the paper preset).
+    Settings declared `free(...)` may change when the run is resumed (rarts.runs.resume)."""
 
     method: str = "rarts"  # darts1, darts2, milenas, rarts, random
     dataset: str = "cifar10"  # cifar10, cifar100, cifar10-mini (in memory); folder, imagenet (loaded whole)
-    data_dir: Optional[str] = None
+    data_dir: Optional[str] = free(None)
     subset: Optional[int] = None  # use this many training images (class-balanced); None: all of them
     train_portion: float = 0.5  # share of the (sub)set that trains w; the rest is the validation half
     image_size: Optional[int] = None  # resize (area) to this side; None: the dataset's own size
-    epochs: int = 50
     batch_size: int = 64
     channels: int = 16
     layers: int = 8
-    # the weight optimiser: SGD with momentum and weight decay, cosine from lr to lr_min over the epochs
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    # the architecture optimiser: Adam
-    arch_lr: float = 3e-4
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    # method settings (see rarts.search.base.MethodSettings)
-    lam: float = 1.0
-    beta: float = 1.0
-    y_lr: Optional[float] = None
-    y_lr_min: Optional[float] = None
-    y_init: str = "copy"
-    xi: Optional[float] = None
-    random_resample: str = "once"
-    sweep: str = "gauss-seidel"  # rarts: gauss-seidel (eq. 4, the paper) or jacobi (every gradient at one point)
+    # the update rules' hyperparameters (epochs, learning rates, lam, beta, ...), set by their own names: lam=0.5
+    method_settings: MethodSettings = field(default_factory=MethodSettings)
     # the run
     seed: int = 0
-    device: str = "auto"
-    threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
+    device: str = free("auto")
+    threads: Optional[int] = free(None)  # CPU threads for torch; None keeps torch's default (one per core)
     channels_last: bool = False  # NHWC activations and weights (faster convolutions on some CPUs)
     # rarts and milenas on the CPU with 2+ threads: run their independent passes two at once, each on half the
     # threads (rarts.search.paired); faster, but both passes' graphs are held at once. Other methods, GPUs: no effect.
-    paired_passes: bool = True
-    log_every: int = 20  # steps between host syncs: progress bar, non-finite check
-    checkpoint_every: int = 0  # steps between extra checkpoints within an epoch; 0: at epoch ends only
-    progress: bool = True  # tqdm progress bar on a terminal
-    tensorboard: bool = True  # TensorBoard scalars, when tensorboard is installed
-    plots: bool = True  # at the end: the alpha heatmap and the cell diagrams
+    paired_passes: bool = free(True)
+    log_every: int = free(20)  # steps between host syncs: progress bar, non-finite check
+    checkpoint_every: int = free(0)  # steps between extra checkpoints within an epoch; 0: at epoch ends only
+    progress: bool = free(True)  # tqdm progress bar on a terminal
+    tensorboard: bool = free(True)  # TensorBoard scalars, when tensorboard is installed
+    plots: bool = free(True)  # at the end: the alpha heatmap and the cell diagrams
     # latency-aware search (rarts.latency): latency_weight x the expected latency in ms joins every alpha objective
     latency_table: Optional[str] = None  # a table from `rarts latency measure` covering the search network
     latency_weight: float = 0.0
@@ -81,7 +53,7 @@ class SearchConfig:
             raise UsageError(f"unknown method {self.method!r}; known: {', '.join(sorted(METHODS))}")
         if self.dataset not in DATASETS:
             raise UsageError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
-        for name in ("epochs", "batch_size", "channels", "layers", "log_every"):
+        for name in ("batch_size", "channels", "layers", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"setting {name}: must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
@@ -98,46 +70,13 @@ class SearchConfig:
             raise UsageError(f"setting latency_weight: must be a finite number >= 0, got {self.latency_weight}")
         if self.latency_weight > 0 and not self.latency_table:
             raise UsageError("setting latency_weight needs latency_table, a table from `rarts latency measure`")
-        self.method_settings().validate()
 
-    def method_settings(self):
-        from rarts.search.base import MethodSettings
-
-        return MethodSettings(
-            epochs=self.epochs,
-            lr=self.lr,
-            lr_min=self.lr_min,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            arch_lr=self.arch_lr,
-            arch_betas=tuple(self.arch_betas),
-            arch_weight_decay=self.arch_weight_decay,
-            lam=self.lam,
-            beta=self.beta,
-            y_lr=self.y_lr,
-            y_lr_min=self.y_lr_min,
-            y_init=self.y_init,
-            xi=self.xi,
-            random_resample=self.random_resample,
-            sweep=self.sweep,
-        )
+    @property
+    def epochs(self) -> int:
+        """Search epochs (the length of the method's cosine schedules)."""
+        return self.method_settings.epochs
 
 
 def make_config(preset: str | None, overrides: dict[str, Any] | None = None, flags: dict[str, Any] | None = None):
     """The config of a new run: preset (default paper), then key=value overrides, then command-line flags."""
     return build_config(SearchConfig, load_preset("search", preset or "paper"), overrides or {}, flags or {})
-
-
-def check_resumable(saved: dict[str, Any], cfg: SearchConfig) -> None:
-    """A resumed run must compute what the saved one computed: only RESUME_FREE_KEYS may differ."""
-    from dataclasses import asdict
-
-    current = asdict(cfg)
-    saved_cfg = asdict(build_config(SearchConfig, saved))
-    for key, value in saved_cfg.items():
-        if key not in RESUME_FREE_KEYS and current.get(key) != value:
-            raise UsageError(
-                f"setting {key}={current.get(key)!r} differs from the run's {value!r}: "
-                "resume with the same settings, or start a new run in another --out"
-            )

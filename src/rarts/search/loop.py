@@ -8,7 +8,8 @@ per epoch: losses, accuracies, learning rates, wall time, genotype); alphas.json
 per epoch); checkpoint.pt (after every epoch, and every `checkpoint_every` steps); and, when the last epoch is
 done, genotype.json, alpha.json, alpha.png (heatmap), cells/ (the two cell diagrams) and summary.json.
 
-Accuracies are fractions in [0, 1]. Per epoch: train_loss/train_acc average w's steps on the training half
+Accuracies are percents (the methods' step metrics are fractions of the batch, scaled when a row is made). Per
+epoch: train_loss/train_acc average w's steps on the training half
 (train mode, augmented, as the steps saw them); val_loss/val_acc evaluate w on the whole validation half
 (eval mode, no augmentation); RARTS adds y_loss/y_acc (y's steps on the validation half) and
 y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
@@ -21,59 +22,49 @@ checked before every checkpoint, so the last checkpoint stays good.
 Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
 batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
 evaluation are summed over them, and rank 0 alone writes the run folder and shows progress.
+
+The run folder, the checkpoint file, the generator states, the resume check and the failure messages are the
+shared ones of rarts.runs; this module supplies the search's state, its step and its epoch end.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rarts.distributed import (
-    World,
-    all_reduce_sum,
-    any_process,
-    average_buffers,
-    barrier,
-    distribute_search,
-    process_group,
-)
+from rarts.config import config_to_dict
+from rarts.distributed import World, all_reduce_sum, any_process, average_buffers, barrier, distribute_search
 from rarts.errors import RunFailed, UsageError
 from rarts.genotype import derive_genotype
 from rarts.ops import PRIMITIVES
+from rarts.runs import (
+    CHECKPOINT_NAME,
+    SEARCH,
+    capture_rng,
+    kept_note,
+    memory_advice,
+    restore_rng,
+    run_task,
+    save_checkpoint,
+    write_records,
+)
+from rarts.runs.folder import is_accuracy
 from rarts.search import paired as paired_passes
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
-from rarts.search.config import SearchConfig, check_resumable
+from rarts.search.config import SearchConfig
 from rarts.supernet import Architecture, SearchNetwork
-from rarts.utils import (
-    atomic_torch_save,
-    atomic_write_text,
-    check_out_folder,
-    count_nonfinite,
-    device_name,
-    environment_info,
-    is_out_of_memory,
-    load_checkpoint_file,
-    read_json,
-    seed_everything,
-    write_environment,
-    write_json,
-)
+from rarts.utils import atomic_write_text, count_nonfinite, device_name, environment_info, seed_everything, write_json
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "rarts-search-checkpoint"
-CHECKPOINT_VERSION = 1
 SUMMARY_NAME = "summary.json"
-FORMAT_VERSION = 1  # of summary.json
+FORMAT_VERSION = 2  # of summary.json (2: accuracies in percent)
 
 StepHook = Callable[[int, int], None]  # (epoch, steps done in the epoch), called after every step
 
@@ -240,51 +231,6 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process peak RSS"
 
 
-def rng_state(device: torch.device) -> dict:
-    """Every random generator's state, as tensors and numbers (loads with weights_only)."""
-    keys, pos, has_gauss, cached = np.random.get_state()[1:]
-    version, internal, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": pos,
-            "has_gauss": has_gauss,
-            "cached": cached,
-        },
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A search checkpoint, loaded with weights_only=True; anything else is a one-line UsageError."""
-    return load_checkpoint_file(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "search")
-
-
-def resume_config(run_dir: str | Path, overrides: dict[str, Any], flags: dict[str, Any]) -> SearchConfig:
-    """The config of the run in `run_dir`, with overrides and flags on top (for `--resume` without --preset)."""
-    from rarts.config import build_config
-
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
-    saved = load_checkpoint(path)["config"]
-    return build_config(SearchConfig, saved, overrides, flags)
-
-
 def _alpha_row(epoch: int, arch: Architecture) -> dict:
     w_normal, w_reduce = arch.weights()
     return {"epoch": epoch, "normal": w_normal.detach().cpu().tolist(), "reduce": w_reduce.detach().cpu().tolist()}
@@ -323,33 +269,29 @@ def run_search(
     arch_penalty: Optional[ArchPenalty] = None,
     arch_penalty_weight: float = 0.0,
     on_step: Optional[StepHook] = None,
+    checkpoint: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Search with cfg in `run_dir` (or continue the run there with resume=True); returns summary.json's content.
 
     arch_penalty: a function of the Architecture added, times arch_penalty_weight, to every alpha objective.
     on_step: called as on_step(epoch, steps_done_in_epoch) after every step and its checkpoint, if any.
+    checkpoint: run_dir's checkpoint, when the caller has read it already (rarts.runs.command_config).
     Under torchrun (WORLD_SIZE > 1) it joins the process group for the run (rarts.distributed.process_group).
     """
-    cfg.validate()
-    with process_group(cfg.device) as (world, device):
-        return _run_search(cfg, Path(run_dir), world, device, resume, quiet, arch_penalty, arch_penalty_weight, on_step)
+
+    def body(world: World, device: torch.device, ckpt: Optional[dict[str, Any]], say) -> dict[str, Any]:
+        penalty = (arch_penalty, arch_penalty_weight)
+        return _run_search(cfg, Path(run_dir), world, device, ckpt, say, quiet, *penalty, on_step)
+
+    return run_task(SEARCH, cfg, Path(run_dir), resume, body, say=_say, quiet=quiet, checkpoint=checkpoint)
 
 
-def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, arch_penalty_weight, on_step):
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    ckpt = None
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_search(cfg, run_dir: Path, world, device, ckpt, say, quiet, arch_penalty, arch_penalty_weight, on_step):
     quiet = quiet or not world.is_main
-    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    check_out_folder(run_dir, "search run", resume)
-    if resume:
-        if not ckpt_path.is_file():
-            raise UsageError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to resume from")
-        ckpt = load_checkpoint(ckpt_path)
-        check_resumable(ckpt["config"], cfg)
-        if ckpt["epoch"] >= cfg.epochs and (run_dir / SUMMARY_NAME).is_file():
-            say(f"{run_dir}: the search has finished already")
-            return read_json(run_dir / SUMMARY_NAME)
-
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)  # the same seed on every process: the replicas start identical
@@ -361,10 +303,10 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
     latency = _latency_penalty(cfg, net, data.image_size)
     if latency is not None and arch_penalty is None:
         arch_penalty, arch_penalty_weight = latency, cfg.latency_weight
-    method = METHODS[cfg.method](net, arch, cfg.method_settings(), arch_penalty, arch_penalty_weight)
+    method = METHODS[cfg.method](net, arch, cfg.method_settings, arch_penalty, arch_penalty_weight)
     distribute_search(method)
     with paired_passes.attach(method, device, cfg.paired_passes) as paired:
-        state = _LoopState(cfg, method, data, device, ckpt_path, latency)
+        state = _LoopState(cfg, method, data, device, run_dir / CHECKPOINT_NAME, latency)
         state.world = world
         if ckpt is not None:
             state.restore(ckpt)
@@ -376,20 +318,19 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
         from rarts.metrics_log import MetricsLogger
 
         alphas_path = run_dir / "alphas.jsonl"
+        resumed = ckpt is not None
         logger = None
         if world.is_main:  # rank 0 alone writes the run folder
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / "config.json", asdict(cfg))
             env = environment_info(device)
-            env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if ckpt is not None else None
+            env["resumed_at"] = {"epoch": state.epoch, "step": state.step} if resumed else None
             env["world_size"] = world.world_size
             # torch threads of the two workers that run the method's independent passes at once; None: one at a time
             env["paired_passes_threads"] = list(paired.threads) if paired is not None else None
-            write_environment(run_dir / "environment.json", env, resumed=ckpt is not None)
-            logger = MetricsLogger(run_dir, resume_step=state.epoch if resume else None, tensorboard=cfg.tensorboard)
-            _keep_alpha_rows(alphas_path, state.epoch if resume else 0)
+            write_records(run_dir, config_to_dict(cfg), env, resumed)
+            logger = MetricsLogger(run_dir, resume_step=state.epoch if resumed else None, tensorboard=cfg.tensorboard)
+            _keep_alpha_rows(alphas_path, state.epoch if resumed else 0)
             last = state.epoch - 1
-            if ckpt is not None and state.step == 0 and last >= 0 and last not in logger.kept_steps:
+            if resumed and state.step == 0 and last >= 0 and last not in logger.kept_steps:
                 # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
                 # alpha is as the epoch left it.
                 _log_epoch(logger, alphas_path, state.last_row, method.arch)
@@ -433,7 +374,7 @@ class _LoopState:
         self.method.load_state_dict(ckpt["method"])
         self.data.train.load_state_dict(ckpt["loaders"]["train"])
         self.data.val.load_state_dict(ckpt["loaders"]["val"])
-        set_rng_state(ckpt["rng"], self.device)
+        restore_rng(ckpt["rng"], self.device)
         self.epoch, self.step, self.global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
         self.search_seconds, self.search_cpu_seconds = ckpt["search_seconds"], ckpt["search_cpu_seconds"]
         self.peak, self.last_row = ckpt["peak_memory_bytes"], ckpt["last_row"]
@@ -442,12 +383,17 @@ class _LoopState:
             self.meter_state = {**self.meter_state, "sums": dict.fromkeys(self.meter_state["sums"], 0.0), "count": 0}
         self.saved_at = (self.epoch, self.step)
 
-    def where(self, step: int) -> str:
-        place = f"epoch {self.epoch + 1}/{self.cfg.epochs}, step {step + 1}/{self.steps_per_epoch} of {self.cfg.method}"
+    def place(self, step: int) -> str:
+        return f"epoch {self.epoch + 1}/{self.cfg.epochs}, step {step + 1}/{self.steps_per_epoch} of {self.cfg.method}"
+
+    def kept(self) -> str:
         if self.saved_at is None:
-            return f"{place}; no checkpoint had been written yet"
+            return kept_note(None)
         e, s = self.saved_at
-        return f"{place}; the last good checkpoint {self.ckpt_path} (epoch {e + 1}, step {s}) is intact"
+        return kept_note(f"the last good checkpoint {self.ckpt_path} (epoch {e + 1}, step {s})")
+
+    def where(self, step: int) -> str:
+        return f"{self.place(step)}; {self.kept()}"
 
     def check_weights(self) -> None:
         """Stop before a checkpoint would save inf or nan weights or alpha (a step's update can make them so while
@@ -465,24 +411,23 @@ class _LoopState:
             barrier()  # until rank 0 has written it: from here on every process reads the new checkpoint
             self.saved_at = (self.epoch, self.step)
             return
-        atomic_torch_save(
+        save_checkpoint(
+            self.ckpt_path,
+            "search",
             {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "config": asdict(self.cfg),
+                "config": config_to_dict(self.cfg),
                 "method": self.method.state_dict(),
                 "epoch": self.epoch,
                 "step": self.step,
                 "global_step": self.global_step,
                 "loaders": {"train": self.data.train.state_dict(), "val": self.data.val.state_dict()},
-                "rng": rng_state(self.device),
+                "rng": capture_rng(self.device),
                 "meter": meter_state,
                 "search_seconds": self.search_seconds,
                 "search_cpu_seconds": self.search_cpu_seconds,
                 "peak_memory_bytes": self.peak,
                 "last_row": self.last_row,
             },
-            self.ckpt_path,
         )
         barrier()
         self.saved_at = (self.epoch, self.step)
@@ -490,7 +435,7 @@ class _LoopState:
     def run(self, logger, alphas_path: Path, say, on_step: Optional[StepHook], quiet: bool) -> None:
         from tqdm import tqdm
 
-        cfg, method, data = self.cfg, self.method, self.data
+        cfg, method = self.cfg, self.method
         total = cfg.epochs * self.steps_per_epoch
         bar = tqdm(
             total=total,
@@ -501,59 +446,56 @@ class _LoopState:
             dynamic_ncols=True,
         )
         out = bar.write if not bar.disable else say
+        also = ", or paired_passes=false (one pass's graph at a time)" if method.paired is not None else ""
         try:
-            while self.epoch < cfg.epochs:
-                if self.step == 0:
-                    method.start_epoch(self.epoch)
-                    meter = EpochMeter(device=self.device)
-                else:
-                    meter = EpochMeter(self.meter_state, self.device)
-                while self.step < self.steps_per_epoch:
-                    train_batch, val_batch = data.train.next_batch(), data.val.next_batch()
-                    metrics = method.step(train_batch, val_batch)
-                    meter.add(self.step, metrics, train_batch[1].numel())
-                    self.step += 1
-                    self.global_step += 1
-                    bar.update(1)
-                    if self.step % cfg.log_every == 0:
-                        meter.check(self.where)
-                        bar.set_postfix(epoch=self.epoch + 1, **{k: f"{v:.3f}" for k, v in _short(meter.means())})
-                    if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
-                        if self.step < self.steps_per_epoch:
-                            meter.check(self.where)
-                            self.check_weights()
-                            self.save(meter)
-                    if on_step is not None:
-                        on_step(self.epoch, self.step)
-                meter.check(self.where)
-                row = self.end_epoch(meter)
-                if self.world.is_main:
-                    _log_epoch(logger, alphas_path, row, method.arch)
-                    out(_epoch_line(row, cfg.epochs))
-        except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e):
-                raise
-            where = "GPU" if self.device.type == "cuda" else "CPU"
-            raise RunFailed(
-                f"out of {where} memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels="
-                f"{cfg.channels}, layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
-                f"{max(1, cfg.batch_size // 2)}"
-                + (", or paired_passes=false (one pass's graph at a time)" if method.paired is not None else "")
-            ) from e
+            with memory_advice(self.device, cfg, lambda: f"at {self.place(self.step)}", self.kept, also):
+                self._epochs(logger, alphas_path, on_step, bar, out)
         finally:
             bar.close()
+
+    def _epochs(self, logger, alphas_path: Path, on_step: Optional[StepHook], bar, out) -> None:
+        cfg, method, data = self.cfg, self.method, self.data
+        while self.epoch < cfg.epochs:
+            if self.step == 0:
+                method.start_epoch(self.epoch)
+                meter = EpochMeter(device=self.device)
+            else:
+                meter = EpochMeter(self.meter_state, self.device)
+            while self.step < self.steps_per_epoch:
+                train_batch, val_batch = data.train.next_batch(), data.val.next_batch()
+                metrics = method.step(train_batch, val_batch)
+                meter.add(self.step, metrics, train_batch[1].numel())
+                self.step += 1
+                self.global_step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    meter.check(self.where)
+                    bar.set_postfix(epoch=self.epoch + 1, **{k: f"{v:.3f}" for k, v in _short(_percent(meter.means()))})
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    if self.step < self.steps_per_epoch:
+                        meter.check(self.where)
+                        self.check_weights()
+                        self.save(meter)
+                if on_step is not None:
+                    on_step(self.epoch, self.step)
+            meter.check(self.where)
+            row = self.end_epoch(meter)
+            if self.world.is_main:
+                _log_epoch(logger, alphas_path, row, method.arch)
+                out(_epoch_line(row, cfg.epochs))
 
     def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
         """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
         self.check_weights()
         method = self.method
-        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **meter.global_means()}
+        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **_percent(meter.global_means())}
         mixing = method.mixing(detach=True)
         # Each process's batch-norm running statistics saw its shards only: evaluate with their mean.
         average_buffers(*method.networks().values())
         for key, net in method.networks().items():
             prefix = "" if key == "w" else f"{key}_"
-            row[f"{prefix}val_loss"], row[f"{prefix}val_acc"] = evaluate(net, self.data.val_eval, mixing)
+            row[f"{prefix}val_loss"], accuracy = evaluate(net, self.data.val_eval, mixing)
+            row[f"{prefix}val_acc"] = 100.0 * accuracy
         genotype = derive_genotype(method.arch.alpha_normal, method.arch.alpha_reduce)
         row["genotype"] = genotype.to_darts_string()
         if self.latency is not None:  # the expectation runs over all 14 edges, the genotype has 8 ops per cell
@@ -569,6 +511,11 @@ class _LoopState:
         self.last_row = row
         self.save(EpochMeter(device=self.device))
         return row
+
+
+def _percent(means: dict[str, float]) -> dict[str, float]:
+    """The step metrics' means with accuracies (fractions of the batch) in percent, as every file holds them."""
+    return {k: 100.0 * v if is_accuracy(k) else v for k, v in means.items()}
 
 
 def _short(means: dict[str, float]) -> list[tuple[str, float]]:
