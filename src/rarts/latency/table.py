@@ -13,6 +13,7 @@ from typing import Any
 from rarts.errors import UsageError
 from rarts.genotype import Genotype
 from rarts.latency.plan import NetworkPlan
+from rarts.utils import read_json, write_json
 
 TABLE_FORMAT = "rarts-latency-table"
 TABLE_VERSION = 1
@@ -77,8 +78,6 @@ class LatencyTable:
         }
 
     def save(self, path: str | Path) -> None:
-        from rarts.utils import write_json
-
         write_json(path, self.to_dict())
 
     @classmethod
@@ -104,8 +103,6 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        from rarts.utils import read_json
-
         return cls.from_dict(read_json(path), source=str(path))
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from rarts.errors import UsageError
 from rarts.latency.plan import NetworkPlan, Probe
 from rarts.latency.table import LatencyTable
+from rarts.utils import device_name
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -77,8 +78,6 @@ def _check_timing(device: torch.device, batch: int, warmup: int, repeats: int, c
 def measurement_conditions(
     device: torch.device, dtype: torch.dtype, batch: int, warmup: int, repeats: int, clock: str = "wall"
 ) -> dict:
-    from rarts.utils import device_name
-
     return {
         "device": device.type,
         "device_name": device_name(device),

@@ -13,16 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rarts import __version__
 from rarts.errors import UsageError
+from rarts.genotype import describe_genotype
 from rarts.report.document import Doc, render_html, render_markdown
 from rarts.report.plots import plot_alpha_evolution, plot_curves
 from rarts.report.results import BASELINE_METHOD, METHOD_LABELS, method_rows, run_row, settings_differences
 from rarts.report.runs import SearchRun, collect_runs
 from rarts.report.stats import DASH, auto_digits, div, fmt, format_mean_std
-from rarts.utils import atomic_write_text
+from rarts.utils import atomic_write_text, environment_info
+from rarts.viz import plot_genotype
 
 
 def _table1(methods: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table 1: a row per method, our means beside the paper's figures."""
     headers = [
         "Method",
         "Seeds",
@@ -60,6 +64,7 @@ def _table1(methods: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def _runs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """A row per run: the figures the means of Table 1 are taken over."""
     headers = [
         "Run",
         "Test error (%)",
@@ -88,6 +93,7 @@ def _runs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
 
 
 def _environment_rows(runs: list[SearchRun]) -> list[list[str]]:
+    """Where each search and training ran: device, versions, revision, command line."""
     sources = [(f"{r.name} (search)", r.environment) for r in runs]
     sources += [(f"{r.name} (train)", r.train.environment) for r in runs if r.train is not None]
     return [
@@ -117,10 +123,6 @@ def build_report(
     notes: extra lines for the Notes section (e.g. runs left out); commands: the command lines that made the runs.
     toy_figure / toy_steps: draw the solvable model's Figure 1 with this many steps.
     """
-    from rarts import __version__
-    from rarts.genotype import describe_genotype
-    from rarts.utils import environment_info
-
     if not runs:
         raise UsageError("no search runs to report")
     out_dir = Path(out_dir)
@@ -181,8 +183,6 @@ def build_report(
     doc.table(headers, table)
 
     doc.h(2, "Genotypes and cells")
-    from rarts.viz import plot_genotype
-
     for run in runs:
         doc.h(3, f"{METHOD_LABELS.get(run.method, run.method)}, seed {run.seed}")
         doc.pre(run.genotype.to_darts_string() + "\n\n" + describe_genotype(run.genotype))
@@ -264,6 +264,7 @@ def build_report(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows of one shape as CSV, the first row's keys as the header; None as an empty cell."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from rarts.ops import PRIMITIVES
 from rarts.report.results import METHOD_LABELS
 from rarts.report.runs import SearchRun, method_rank
 from rarts.report.stats import finite
@@ -35,8 +36,6 @@ def _method_colors(methods: Iterable[str]) -> dict[str, Any]:
 
 def plot_alpha_evolution(run: SearchRun, path: Path) -> Optional[Path]:
     """softmax(alpha) per op, averaged over the 14 edges, against the epoch: normal and reduction cell."""
-    from rarts.ops import PRIMITIVES
-
     if not run.alphas:
         return None
     plt = pyplot()

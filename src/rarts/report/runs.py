@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rarts.errors import UsageError
+from rarts.genotype import Genotype, load_genotype
 from rarts.report.stats import DASH, finite
 from rarts.utils import read_json
 
@@ -55,7 +56,7 @@ class SearchRun:
     environment: dict[str, Any]
     metrics: list[dict[str, Any]]
     alphas: list[dict[str, Any]]  # per epoch: {"epoch", "normal": 14x8, "reduce": 14x8}
-    genotype: Any  # rarts.genotype.Genotype
+    genotype: Genotype
     train: Optional[TrainRun] = None
     notes: list[str] = field(default_factory=list)
 
@@ -131,8 +132,6 @@ def is_train_run(path: Path) -> bool:
 
 def load_search_run(path: str | Path) -> SearchRun:
     """Read a finished search run folder; UsageError (naming the folder) when it is not one this rarts can read."""
-    from rarts.genotype import Genotype, load_genotype
-
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"run folder not found: {path}")
@@ -217,9 +216,7 @@ def _same_folder(a: Any, b: Path) -> bool:
         return False
 
 
-def _trained_genotype(t: TrainRun):
-    from rarts.genotype import Genotype
-
+def _trained_genotype(t: TrainRun) -> Optional[Genotype]:
     try:
         return Genotype.from_dict(t.result["genotype"], source=str(t.path / "result.json"))
     except (KeyError, TypeError, UsageError):  # an older or hand-edited result: pairing by folder only
