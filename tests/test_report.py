@@ -19,6 +19,7 @@ from rarts import report as rep
 from rarts.cli import main
 from rarts.errors import UsageError
 from rarts.genotype import KNOWN_GENOTYPES
+from rarts.viz import pyplot, save_figure
 
 # ---- statistics -------------------------------------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ def test_report_from_hand_made_runs(tmp_path, monkeypatch):
     import rarts.toy
 
     def tiny_figure1(out_dir, lr=0.01, steps=20000):  # the real one takes seconds; its wiring is what is tested
-        return [rep._save(__import__("matplotlib.pyplot").pyplot.figure(figsize=(1, 1)), Path(out_dir) / "figure1.png")]
+        return [save_figure(pyplot().figure(figsize=(1, 1)), Path(out_dir) / "figure1.png", dpi=110)]
 
     monkeypatch.setattr(rarts.toy, "figure1", tiny_figure1)
     root = make_compare_folder(tmp_path / "cmp")

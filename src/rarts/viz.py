@@ -1,15 +1,17 @@
-"""Figures: cell diagrams of a genotype (the paper's Figures 2 and 3).
+"""Figures: cell diagrams of a genotype (the paper's Figures 2 and 3), and the matplotlib helpers of every figure.
 
 A cell is drawn left to right: the inputs c_{k-2} and c_{k-1}, the intermediate nodes 0..3, and the output
 c_{k}, the concatenation of the nodes in `concat`; each edge is labelled with its op and coloured by op.
 Graphviz `dot` draws it when the binary is on the PATH (the field's convention); otherwise matplotlib does,
 with a small layered layout of its own, so diagrams work after a plain pip install.
 
-matplotlib is imported inside the drawing functions (with the Agg backend), so importing rarts.viz is cheap.
+matplotlib is imported inside the drawing functions (with the Agg backend, by `pyplot`), so importing rarts.viz
+is cheap. `save_figure` writes a figure atomically, so a reader never finds half an image.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 from rarts.errors import RunFailed, UsageError
 from rarts.genotype import Gene, Genotype
+from rarts.utils import atomic_write_bytes
 
 FORMATS = ("svg", "png", "pdf")
 ENGINES = ("auto", "dot", "matplotlib")
@@ -35,6 +38,27 @@ OP_COLORS = {
 INPUT_COLOR = "#b4eeb4"  # graphviz darkseagreen2, as in the DARTS figures
 NODE_COLOR = "#add8e6"  # lightblue
 OUTPUT_COLOR = "#eee8aa"  # palegoldenrod
+
+# --- matplotlib ---------------------------------------------------------------------------------------------
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int, fmt: str = "png") -> Path:
+    """Write `fig` to `path` as `fmt` at `dpi`, atomically; returns the path."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
 
 # --- cell diagrams: the graph --------------------------------------------------------------------------------
 
@@ -279,10 +303,7 @@ def _draw_with_matplotlib(
     gene: Gene, concat: Sequence[int], stem: Path, formats: Iterable[str], title: str | None
 ) -> tuple[list[Path], list[Box], list[Box]]:
     """Draw with matplotlib; returns the written paths and the boxes of the op labels and of the nodes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path as MplPath
 

@@ -9,6 +9,7 @@ import torch
 from rarts.genotype import derive_gene
 from rarts.ops import PRIMITIVES
 from rarts.supernet import NUM_NODES
+from rarts.viz import pyplot
 
 
 def edge_labels(num_nodes: int = NUM_NODES) -> list[str]:
@@ -22,10 +23,7 @@ def plot_alpha_heatmap(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, p
 
     Each square shows its weight; the ops the DARTS rule keeps for the genotype are outlined. Returns the path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     path = Path(path)
