@@ -231,6 +231,35 @@ def test_runs_of_different_settings_are_flagged_above_table_1(tmp_path, capsys):
     )
 
 
+def test_a_search_in_percents_reads_as_the_same_run_in_fractions(tmp_path):
+    """Searches write accuracies in percent (summary format 2, environment.json says so); older folders hold
+    fractions. Both read as percents, and an older training folder's init_channels reads as channels."""
+    extra = {"final_train_acc": 0.375, "final_val_acc": 0.4125}
+    old = make_search_run(tmp_path / "old", "rarts", 0, summary_extra=extra)
+    new = make_search_run(
+        tmp_path / "new",
+        "rarts",
+        0,
+        summary_extra={"format_version": 2, "final_train_acc": 37.5, "final_val_acc": 41.25},
+    )
+    env = json.loads((new / "environment.json").read_text())
+    write(new / "environment.json", {**env, "accuracy_unit": "percent"})
+    rows = [json.loads(line) for line in (old / "metrics.jsonl").read_text().splitlines()]
+    (new / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({**r, "train_acc": 100 * r["train_acc"], "val_acc": 100 * r["val_acc"]}) + "\n" for r in rows
+        )
+    )
+    (a,), _ = rep.collect_runs([old])
+    (b,), _ = rep.collect_runs([new])
+    assert rep.supernet_accuracy(a, "val") == rep.supernet_accuracy(b, "val") == pytest.approx(41.25)
+    assert rep.supernet_accuracy(a, "train") == pytest.approx(37.5)
+    assert [r["val_acc"] for r in a.metrics] == pytest.approx([r["val_acc"] for r in b.metrics])
+    assert [r["val_acc"] for r in b.metrics] == pytest.approx([15.0, 25.0, 35.0])
+    train = make_train_run(tmp_path / "train", new, 0, error=3.0)
+    assert rep.load_train_run(train).config["channels"] == 4  # written as init_channels
+
+
 # ---- refusals -----------------------------------------------------------------------------------------------------
 
 

@@ -162,7 +162,7 @@ def build_report(
     train_settings = sorted(
         {
             f"{r.train.result.get('dataset', DASH)} for {r.train.result.get('epochs', DASH)} epoch(s), "
-            f"{r.train.config.get('init_channels', DASH)} channels, {r.train.config.get('layers', DASH)} cells"
+            f"{r.train.config.get('channels', DASH)} channels, {r.train.config.get('layers', DASH)} cells"
             for r in runs
             if r.train is not None
         }

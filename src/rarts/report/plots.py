@@ -1,7 +1,8 @@
 """The report's plots: architecture weights per epoch of one search, and accuracy curves of many runs.
 
 Each run's line is coloured by its method, in the paper's order of methods, so a method keeps its colour across
-the plots of one report. Accuracies are drawn in percent: searches log fractions, training runs percents.
+the plots of one report. Accuracies are in percent, as run folders hold them (rarts.report.runs rescales the
+fractions of searches written before that).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def plot_curves(
 ) -> Optional[Path]:
     """One panel per (metric key, panel title): a line per run, coloured by method, accuracies in percent.
 
-    train_runs: plot the paired training runs' metrics (logged in percent) instead of the searches' (fractions).
+    train_runs: plot the paired training runs' metrics instead of the searches'.
     """
     plotted = False
     plt = pyplot()
@@ -75,10 +76,7 @@ def plot_curves(
         labelled: set[str] = set()
         for run in runs:
             rows = (run.train.metrics if run.train is not None else []) if train_runs else run.metrics
-            scale = 1.0 if train_runs else 100.0
-            points = [
-                (row["epoch"], row[key] * scale) for row in rows if len(finite([row.get(key), row.get("epoch")])) == 2
-            ]
+            points = [(row["epoch"], row[key]) for row in rows if len(finite([row.get(key), row.get("epoch")])) == 2]
             if not points:
                 continue
             xs, ys = zip(*points)

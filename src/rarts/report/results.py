@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from rarts.report.runs import SearchRun, method_rank, step_seconds
 from rarts.report.stats import div, finite, mean_std
+from rarts.runs.resume import resume_free_settings
 
 METHOD_LABELS = {
     "darts1": "DARTS (1st order)",
@@ -27,14 +28,11 @@ PAPER_TABLE1 = {
     "rarts": {"error": (2.65, 0.07), "params_m": 3.2, "gpu_days": 1.1},
 }
 BASELINE_METHOD = "darts2"  # step times are reported relative to DARTS 2nd order
-PAPER_SIZE = {"init_channels": 36, "layers": 20}  # the CIFAR-10 network whose parameters Table 1 counts
+PAPER_SIZE = {"channels": 36, "layers": 20}  # the CIFAR-10 network whose parameters Table 1 counts
 
-# Settings that may differ between runs of one fair comparison: identity, paths and reporting, not the computation.
-# (The resume-free keys of rarts.search.config and rarts.train, plus the run's identity.)
-FREE_SETTINGS = frozenset(
-    {"method", "seed", "data_dir", "device", "progress", "tensorboard", "workers", "log_every", "checkpoint_every"}
-    | {"eval_batch_size", "threads", "plots"}
-)
+# Settings that may differ between runs of one fair comparison: the run's identity, and every setting a resumed run
+# may change (where the data lie and how the run reports, not what it computes).
+FREE_SETTINGS = frozenset({"method", "seed"}) | resume_free_settings("search") | resume_free_settings("train")
 
 
 def device_of(run: SearchRun) -> tuple[str, str]:
@@ -69,24 +67,19 @@ def paper_size_params(genotype: Any) -> int:
 
     key = genotype.to_darts_string()
     if key not in _PARAMS_CACHE:
-        net = build_network(genotype, "cifar10", PAPER_SIZE["init_channels"], PAPER_SIZE["layers"], auxiliary=False)
+        net = build_network(genotype, "cifar10", PAPER_SIZE["channels"], PAPER_SIZE["layers"], auxiliary=False)
         _PARAMS_CACHE[key] = count_params(net)
     return _PARAMS_CACHE[key]
-
-
-def _percent(value: Any) -> Optional[float]:
-    """A search accuracy (a fraction in [0, 1], as the search loop logs it) in percent."""
-    return float(value) * 100.0 if finite([value]) else None
 
 
 def supernet_accuracy(run: SearchRun, split: str) -> Optional[float]:
     """Final supernet accuracy (%) on `split` ('train' or 'val'): from summary.json, else the last metrics row."""
     for key in (f"final_{split}_acc", f"{split}_acc"):
         if finite([run.summary.get(key)]):
-            return _percent(run.summary[key])
+            return float(run.summary[key])
     for row in reversed(run.metrics):
         if finite([row.get(f"{split}_acc")]):
-            return _percent(row[f"{split}_acc"])
+            return float(row[f"{split}_acc"])
     return None
 
 

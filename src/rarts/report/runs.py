@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from rarts.config import current_names
 from rarts.errors import UsageError
 from rarts.genotype import Genotype, load_genotype
 from rarts.report.stats import DASH, finite
+from rarts.runs.folder import accuracy_scale, percent_row
+from rarts.train.config import TrainConfig
 from rarts.utils import read_json
 
 SUMMARY_FILE = "summary.json"  # a finished search run
 RESULT_FILE = "result.json"  # a finished training run
 # summary.json / result.json format versions this report reads; a file without `format_version` is version 1.
-READABLE_FORMAT_VERSIONS = (1,)
+READABLE_FORMAT_VERSIONS = (1, 2)  # 2: a search's accuracies in percent
 
 METHOD_ORDER = ("darts1", "darts2", "milenas", "rarts", "random")
 
@@ -145,6 +148,9 @@ def load_search_run(path: str | Path) -> SearchRun:
         raise UsageError(f"{summary_path} is not a rarts search summary: it names no method")
     _check_format(summary, summary_path)
     config = _optional_json(path / "config.json")
+    metrics = read_jsonl(path / "metrics.jsonl")
+    if accuracy_scale(path) != 1.0:  # a folder written when a search's accuracies were fractions
+        summary, metrics = percent_row(summary), [percent_row(row) for row in metrics]
     notes: list[str] = []
     if (path / "genotype.json").is_file():
         genotype = load_genotype(str(path / "genotype.json"))
@@ -159,7 +165,7 @@ def load_search_run(path: str | Path) -> SearchRun:
         summary=summary,
         config=config,
         environment=_optional_json(path / "environment.json"),
-        metrics=read_jsonl(path / "metrics.jsonl"),
+        metrics=metrics,
         alphas=_read_alphas(path),
         genotype=genotype,
         notes=notes,
@@ -201,7 +207,7 @@ def load_train_run(path: str | Path) -> TrainRun:
     return TrainRun(
         path=path,
         result=result,
-        config=_optional_json(path / "config.json"),
+        config=current_names(TrainConfig, _optional_json(path / "config.json")),  # older names (init_channels) too
         environment=_optional_json(path / "environment.json"),
         metrics=read_jsonl(path / "metrics.jsonl"),
     )
