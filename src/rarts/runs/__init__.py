@@ -1,0 +1,41 @@
+"""One resumable run for every task (search, training): folder, checkpoint, generator states, resume policy.
+
+- `folder`: the run folder (refused when it holds another run), config.json, environment.json, accuracy units.
+- `checkpoint`: the checkpoint file's format and version, one writer and one reader (older versions upgraded).
+- `rng`: every random generator's state, one capture and one restore.
+- `resume`: which settings a resumed run may change, declared on the config fields; one resume check.
+- `run`: the start of a run (process group, checkpoint read once, "finished already"), failure messages and the
+  command-line glue.
+
+A task supplies its state, its step and its epoch end (rarts.search.loop, rarts.train.run).
+"""
+
+from rarts.runs.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from rarts.runs.folder import accuracy_scale, check_out_folder, run_folder_holds, write_environment, write_records
+from rarts.runs.resume import check_resumable, free, resume_free_settings
+from rarts.runs.rng import capture_rng, restore_rng
+from rarts.runs.run import SEARCH, TRAIN, Task, command_config, kept_note, memory_advice, run_command, run_task
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "SEARCH",
+    "TRAIN",
+    "Task",
+    "accuracy_scale",
+    "capture_rng",
+    "check_out_folder",
+    "check_resumable",
+    "command_config",
+    "free",
+    "kept_note",
+    "load_checkpoint",
+    "memory_advice",
+    "restore_rng",
+    "resume_free_settings",
+    "run_command",
+    "run_folder_holds",
+    "run_task",
+    "save_checkpoint",
+    "write_environment",
+    "write_records",
+]
