@@ -23,8 +23,10 @@ from rarts.genotype import load_genotype
 from rarts.runs import CHECKPOINT_NAME
 from rarts.runs import load_checkpoint as read_checkpoint
 from rarts.search.config import SearchConfig, make_config
-from rarts.search.loop import peak_memory_bytes, resize_images, run_search
+from rarts.search.data import resize_images
+from rarts.search.loop import run_search
 from rarts.search.plots import edge_labels, plot_alpha_heatmap
+from rarts.search.records import peak_memory_bytes
 from tiny_runs import TINY_SEARCH, Killed, kill_after
 
 
