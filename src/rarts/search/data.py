@@ -2,8 +2,8 @@
 
     data = prepare_data(cfg, device)      # data.train (w's half), data.val (alpha's and y's), data.val_eval
 
-A search never touches the test set: alpha is chosen on the validation half, the second half of the training
-images (cfg.train_portion), as DARTS does.
+A search never touches the test set: as in DARTS, alpha is chosen on the validation half, the training images
+that a seeded random split (cfg.train_portion of them for w) leaves out of w's half.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
 
 Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
 checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
-a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha,
-checked before every checkpoint, so the last checkpoint stays good.
+a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha
+(rarts.runs.finite), checked before every checkpoint, so the last checkpoint stays good.
 
 Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
 batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
