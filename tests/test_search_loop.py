@@ -1,4 +1,6 @@
-"""The search loop and `rarts search`: run folder, kill and resume, non-finite losses, settings validation.
+"""The search loop and `rarts search`: run folder, a kill between an epoch's checkpoint and its lines, a diverging
+run on the command line, settings validation. What every resumable run does (kill and resume, failures, the run
+folder's rules) is tested for search and training alike in test_runs.py.
 
 Runs are tiny: 32 images of the bundled CIFAR-10 subset at 8x8, 4 channels, 2 cells, batch 8 (2 steps an epoch).
 """
@@ -6,7 +8,6 @@ Runs are tiny: 32 images of the bundled CIFAR-10 subset at 8x8, 4 channels, 2 ce
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,14 +19,15 @@ import pytest
 import torch
 
 from rarts.cli import main
-from rarts.errors import RunFailed, UsageError
 from rarts.genotype import load_genotype
 from rarts.runs import CHECKPOINT_NAME
 from rarts.runs import load_checkpoint as read_checkpoint
 from rarts.search.config import SearchConfig, make_config
-from rarts.search.loop import peak_memory_bytes, resize_images, run_search
+from rarts.search.data import resize_images
+from rarts.search.loop import run_search
 from rarts.search.plots import edge_labels, plot_alpha_heatmap
-from tiny_runs import TINY_SEARCH, Killed, kill_after
+from rarts.search.records import peak_memory_bytes
+from tiny_runs import TINY_SEARCH, Killed, kill_after, search_results
 
 
 def load_checkpoint(path) -> dict:
@@ -44,21 +46,6 @@ def tiny_args(method: str, out: Path, *extra: str) -> list[str]:
         + [f"{k}={v}" for k, v in TINY_SEARCH.items()]
         + list(extra)
     )
-
-
-def comparable(run_dir: Path) -> dict:
-    """Everything a run computed, without wall times."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("seconds")
-        row.pop("search_seconds")
-        row.pop("cpu_seconds")
-    return {
-        "alpha": json.loads((run_dir / "alpha.json").read_text()),
-        "genotype": json.loads((run_dir / "genotype.json").read_text()),
-        "metrics": rows,
-        "alphas": (run_dir / "alphas.jsonl").read_text(),
-    }
 
 
 # ---- a whole run -----------------------------------------------------------------------------------------------------
@@ -109,20 +96,6 @@ def test_rarts_logs_both_weight_sets(tmp_path):
 # ---- kill and resume -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,checkpoint_every", [("rarts", 1), ("darts1", 0)])
-def test_killed_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path, method, checkpoint_every):
-    """Killed at the first step of epoch 2: checkpoint_every=1 resumes there, 0 from the end of epoch 1."""
-    cfg = tiny(method, checkpoint_every=checkpoint_every, y_init="independent")
-    run_search(cfg, tmp_path / "whole", quiet=True)
-    with pytest.raises(Killed):
-        run_search(cfg, tmp_path / "killed", quiet=True, on_step=kill_after(3))
-    assert not (tmp_path / "killed" / "summary.json").exists()
-    ckpt = load_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)
-    assert (ckpt["epoch"], ckpt["step"]) == ((1, 1) if checkpoint_every else (1, 0))
-    run_search(cfg, tmp_path / "killed", resume=True, quiet=True)
-    assert comparable(tmp_path / "killed") == comparable(tmp_path / "whole")
-
-
 def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_path):
     """The checkpoint of an epoch is written before its metrics and alpha rows: a kill in between leaves a
     checkpoint at the next epoch and no row for this one. The resumed run writes the row from the checkpoint."""
@@ -136,89 +109,12 @@ def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_
         (run / name).write_text("".join(lines[:-1]))
     (run / "metrics.csv").write_text("")
     run_search(cfg, run, resume=True, quiet=True)
-    assert comparable(run) == comparable(tmp_path / "whole")
+    assert search_results(run) == search_results(tmp_path / "whole")
     env = json.loads((run / "environment.json").read_text())
     assert env["resumed_at"] is None and [r["resumed_at"] for r in env["resumes"]] == [{"epoch": 1, "step": 0}]
 
 
-# ---- failures --------------------------------------------------------------------------------------------------------
-
-
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import rarts.search.loop as loop
-
-    nets, original = [], loop.SearchNetwork
-
-    def keep(*args, **kwargs):
-        nets.append(original(*args, **kwargs))
-        return nets[-1]
-
-    def poison(epoch: int, step: int) -> None:  # after the checkpoint of epoch 2, step 1
-        if (epoch, step) == (1, 1):
-            with torch.no_grad():
-                next(iter(nets[0].parameters())).fill_(float("nan"))
-
-    monkeypatch.setattr(loop, "SearchNetwork", keep)
-    with pytest.raises(RunFailed) as err:
-        run_search(tiny("milenas", checkpoint_every=1), tmp_path / "run", quiet=True, on_step=poison)
-    message = str(err.value)
-    assert "milenas" in message and "epoch 2/2, step 2/2" in message and "non-finite" in message
-    assert err.value.exit_code == 1
-    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
-    assert (ckpt["epoch"], ckpt["step"]) == (1, 1)
-    assert all(torch.isfinite(t).all() for t in ckpt["method"]["networks"]["w"].values() if t.is_floating_point())
-    assert not (tmp_path / "run" / "summary.json").exists()
-
-
-@pytest.mark.parametrize("every, at_step", [(1, 3), (0, 2)])
-def test_weights_gone_non_finite_are_never_saved(tmp_path, monkeypatch, every, at_step):
-    """An update that makes alpha inf after a finite loss: caught before the mid-epoch checkpoint of step 1 of
-    epoch 2 (the third step), or before the first epoch's checkpoint (its last step, the second)."""
-    import rarts.search.loop as loop
-
-    cls, calls = loop.METHODS["darts1"], {"n": 0}
-    original = cls.step
-
-    def step(self, *args):
-        metrics = original(self, *args)
-        calls["n"] += 1
-        if calls["n"] == at_step:
-            with torch.no_grad():
-                self.arch.alpha_normal.view(-1)[0] = math.inf
-        return metrics
-
-    monkeypatch.setattr(cls, "step", step)
-    place = "epoch 2/2, step 1/2" if at_step == 3 else "epoch 1/2, step 2/2"
-    with pytest.raises(RunFailed, match=f"weights or alpha became inf or nan at {place} of darts1"):
-        run_search(tiny("darts1", checkpoint_every=every), tmp_path / "run", quiet=True)
-    if at_step == 3:
-        ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
-        assert (ckpt["epoch"], ckpt["step"]) == (1, 0)
-        assert torch.isfinite(ckpt["method"]["arch"]["alpha_normal"]).all()
-    else:
-        assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
-
-
-def test_out_of_memory_on_the_cpu_fails_with_advice(tmp_path):
-    def no_memory(epoch: int, step: int) -> None:
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
-
-    with pytest.raises(RunFailed, match=r"out of CPU memory at epoch 1/2, step 2/2 of darts1.*batch_size=4"):
-        run_search(tiny("darts1"), tmp_path / "run", quiet=True, on_step=no_memory)
-
-
-def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import rarts.search.loop as loop
-
-    def interrupted(cfg, out, **kwargs):
-        Path(out).mkdir(parents=True)
-        (Path(out) / CHECKPOINT_NAME).write_bytes(b"")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "run_search", interrupted)
-    assert main(tiny_args("darts1", tmp_path / "run")) == 130
-    err = capsys.readouterr().err
-    assert f"continue with: rarts search --out {tmp_path / 'run'} --resume" in err and "interrupted" in err
+# ---- the command line: a diverging run, refused settings -------------------------------------------------------------
 
 
 def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
@@ -226,6 +122,11 @@ def test_cli_exit_code_1_on_a_diverging_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1, err
     assert err.startswith("rarts: error: non-finite") and "darts1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_new_search_needs_a_method(tmp_path, capsys):
+    assert main(["search", "--out", str(tmp_path / "run"), "--preset", "quick"]) == 2
+    assert "--method is required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -258,39 +159,6 @@ def test_invalid_settings_exit_2_before_any_work(tmp_path, capsys, extra, needle
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # a refused run leaves no folder behind
-
-
-def test_run_folder_rules(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["search", "--out", str(out), "--preset", "quick"]) == 2
-    assert "--method is required" in capsys.readouterr().err
-    assert main(tiny_args("random", out, "--resume")) == 2
-    assert "holds no checkpoint.pt" in capsys.readouterr().err
-    assert main(tiny_args("random", out, "epochs=1")) == 0
-    capsys.readouterr()
-    assert main(tiny_args("random", out, "epochs=1")) == 2
-    assert "already holds a search run" in capsys.readouterr().err
-    assert main(["search", "--resume", "--out", str(out), "epochs=3"]) == 2
-    assert "epochs=3 differs from the run's 1" in capsys.readouterr().err
-    assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 0
-    assert "random" in capsys.readouterr().out
-    (out / CHECKPOINT_NAME).unlink()  # deleted to save space: the results are still there
-    assert main(tiny_args("random", out, "epochs=1")) == 2
-    assert "already holds a search run (summary.json" in capsys.readouterr().err
-    trained = tmp_path / "trained"
-    trained.mkdir()
-    (trained / "result.json").write_text("{}")
-    assert main(tiny_args("random", trained, "epochs=1")) == 2
-    assert "already holds a training run (result.json): give another --out" in capsys.readouterr().err
-    (tmp_path / "a_file").write_text("")
-    assert main(tiny_args("random", tmp_path / "a_file", "epochs=1")) == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
-
-
-def test_resume_with_another_method_is_refused(tmp_path):
-    run_search(tiny("random", epochs=1), tmp_path / "run", quiet=True)
-    with pytest.raises(UsageError, match="method"):
-        run_search(tiny("darts1", epochs=1), tmp_path / "run", resume=True, quiet=True)
 
 
 # ---- pieces ----------------------------------------------------------------------------------------------------------
@@ -367,4 +235,4 @@ def test_a_killed_process_resumes_to_the_same_result(tmp_path):
     assert not (tmp_path / "killed" / "summary.json").exists()
     resume = [sys.executable, "-m", "rarts", "search", "--resume", "--out", str(tmp_path / "killed"), "--quiet"]
     subprocess.run(resume, check=True, env=env)
-    assert comparable(tmp_path / "killed") == comparable(tmp_path / "whole")
+    assert search_results(tmp_path / "killed") == search_results(tmp_path / "whole")

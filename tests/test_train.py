@@ -1,4 +1,6 @@
-"""Training from scratch: the recipe's pieces, the run folder, exact resume, evaluation and one-line errors."""
+"""Training from scratch: the recipe's pieces, the run folder, exact resume after an epoch and of a streamed set,
+evaluation and one-line errors. What every resumable run does (kill and resume, failures, the run folder's rules)
+is tested for search and training alike in test_runs.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import torch
 
 from rarts.cli import main
 from rarts.config import load_preset
-from rarts.data.imageset import ImageSet
 from rarts.errors import UsageError
 from rarts.genotype import KNOWN_GENOTYPES
 from rarts.network import count_params
@@ -31,26 +32,7 @@ from rarts.train import (
     train_one_epoch,
     training_loss,
 )
-from tiny_runs import Killed, kill_after
-
-TINY = {
-    "channels": 4,
-    "layers": 3,
-    "batch_size": 8,
-    "eval_batch_size": 16,
-    "epochs": 3,
-    "progress": False,
-    "tensorboard": False,
-    "device": "cpu",
-}
-
-
-def synthetic_set(n: int, seed: int, split: str = "train") -> ImageSet:
-    """n random 32x32 images (the CIFAR auxiliary head needs 32x32 inputs), 10 classes."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.arange(n) % 10
-    return ImageSet("synthetic", split, images, labels, tuple("abcdefghij"), (0.5,) * 3, (0.25,) * 3, "synthetic")
+from tiny_runs import TINY_TRAIN, Killed, kill_after, same_training, synthetic_set
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +41,7 @@ def sets():
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    return make_config("quick", {**TINY, **overrides}, {"genotype": "DARTS_V2"})
+    return make_config("quick", {**TINY_TRAIN, **overrides}, {"genotype": "DARTS_V2"})
 
 
 def silent(_: str) -> None:
@@ -308,24 +290,6 @@ def test_checkpoint_is_plain_data(finished_run):
     assert ckpt["config"]["channels"] == 4 and ckpt["network"]["channels"] == 4
 
 
-def _same_training(a, b) -> None:
-    """Two run folders end with the same weights, momentum, metric rows (times aside) and result."""
-    ca, cb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
-    assert ca["model"].keys() == cb["model"].keys()
-    for key in ca["model"]:
-        assert torch.equal(ca["model"][key], cb["model"][key]), key
-    for state_a, state_b in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
-        assert torch.equal(state_a["momentum_buffer"], state_b["momentum_buffer"])
-    rows = [
-        [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in (run / "metrics.jsonl").open()]
-        for run in (a, b)
-    ]
-    assert rows[0] == rows[1]
-    results = [json.loads((run / "result.json").read_text()) for run in (a, b)]
-    assert results[0]["test_top1_error"] == results[1]["test_top1_error"]
-    assert results[0]["test_loss"] == results[1]["test_loss"]
-
-
 def test_resume_ends_with_the_same_weights(tmp_path, sets):
     cfg = tiny_config(drop_path_prob=0.3)
     straight = tmp_path / "straight"
@@ -336,32 +300,14 @@ def test_resume_ends_with_the_same_weights(tmp_path, sets):
     assert load_checkpoint(parted / "checkpoint.pt")["epoch"] == 1
     train(cfg, parted, resume=True, stop_after=2, sets=sets, log=silent)
     train(cfg, parted, resume=True, sets=sets, log=silent)
-    _same_training(straight, parted)
+    same_training(straight, parted)
     assert len((parted / "metrics.jsonl").read_text().splitlines()) == 3
-
-
-@pytest.mark.parametrize("kill_at", [1, 5])  # 3 steps an epoch: step 1 of epoch 1, step 2 of epoch 2
-def test_a_run_killed_within_an_epoch_resumes_from_its_last_step(tmp_path, sets, kill_at):
-    cfg = tiny_config(drop_path_prob=0.3, checkpoint_every=1)
-    straight = tmp_path / "straight"
-    train(tiny_config(drop_path_prob=0.3), straight, sets=sets, log=silent)
-    killed = tmp_path / "killed"
-    with pytest.raises(Killed):
-        train(cfg, killed, sets=sets, log=silent, on_step=kill_after(kill_at))
-    ckpt = load_checkpoint(killed / "checkpoint.pt")
-    epoch, step = divmod(kill_at, 3)
-    assert (ckpt["epoch"], ckpt["step"]) == (epoch, step)
-    assert ckpt["partial"]["seen"] == 8 * step and ckpt["loader"]["position"] == step
-    assert ckpt["partial"]["loss"] > 0 and 0 <= ckpt["partial"]["correct"] <= 8 * step
-    assert len((killed / "metrics.jsonl").read_text().splitlines()) == epoch
-    assert train(cfg, killed, resume=True, sets=sets, log=silent)["epochs"] == 3
-    _same_training(straight, killed)
 
 
 def test_a_streamed_run_killed_within_an_epoch_resumes_exactly(tmp_path, image_root):
     """An image folder streams through StreamLoader (ImageNet network, random crops and colour jitter): a run
     killed after step 1 of epoch 2 resumes at step 2 with the images it would have seen."""
-    settings = {**TINY, "batch_size": 2, "eval_batch_size": 4, "epochs": 2, "workers": 0, "checkpoint_every": 1}
+    settings = {**TINY_TRAIN, "batch_size": 2, "eval_batch_size": 4, "epochs": 2, "workers": 0, "checkpoint_every": 1}
     cfg = make_config("quick", {**settings, "dataset": "folder", "data_dir": str(image_root)}, {"genotype": "DARTS_V2"})
     whole = train(cfg, tmp_path / "whole", log=silent)
     with pytest.raises(Killed):
@@ -370,79 +316,14 @@ def test_a_streamed_run_killed_within_an_epoch_resumes_exactly(tmp_path, image_r
     assert (ckpt["epoch"], ckpt["step"]) == (1, 1) and ckpt["loader"]["position"] == 1
     resumed = train(cfg, tmp_path / "killed", resume=True, log=silent)
     assert resumed["test_images"] == whole["test_images"] == 4
-    _same_training(tmp_path / "whole", tmp_path / "killed")
+    same_training(tmp_path / "whole", tmp_path / "killed")
 
 
 def test_a_streamed_set_smaller_than_a_batch_is_refused(tmp_path, image_root):
-    overrides = {**TINY, "batch_size": 4, "dataset": "folder", "data_dir": str(image_root)}
+    overrides = {**TINY_TRAIN, "batch_size": 4, "dataset": "folder", "data_dir": str(image_root)}
     cfg = make_config("quick", overrides, {"genotype": "DARTS_V2"})
     with pytest.raises(UsageError, match="folder has 6 training images, fewer than batch_size=4 x 2 processes"):
         make_data(cfg, torch.device("cpu"), False, world_size=2)
-
-
-def _poisoning_optimizer(monkeypatch, at_step: int):
-    """Make train's optimiser fill one weight with inf right after its `at_step`-th step (counted from 1)."""
-    import rarts.train.run
-
-    make_optimizer = rarts.train.run.make_optimizer
-    steps = {"n": 0}
-
-    def make(cfg, net):
-        optimizer = make_optimizer(cfg, net)
-        weight = next(net.parameters())
-
-        def after_step(*_):
-            steps["n"] += 1
-            if steps["n"] == at_step:
-                with torch.no_grad():
-                    weight.view(-1)[0] = math.inf
-
-        optimizer.register_step_post_hook(after_step)
-        return optimizer
-
-    monkeypatch.setattr(rarts.train.run, "make_optimizer", make)
-
-
-@pytest.mark.parametrize(
-    "every, at_step, message, kept",
-    [
-        # The update of step 2 of epoch 2 makes a weight inf; that step's loss was computed before, finite.
-        (1, 2, r"1 weights became inf or nan by step 2 of epoch 2/3; the checkpoint at step 1/3 of epoch 2 ", 1),
-        (1, 1, r"1 weights became inf or nan by step 1 of epoch 2/3; the checkpoint of epoch 1 ", 0),
-        # No checkpoint at step 1: step 2's loss, and so the running sum, is no longer finite.
-        (2, 1, r"training loss became (nan|inf) by step 2 of epoch 2/3; the checkpoint of epoch 1 ", 0),
-        # The last step of the epoch (3 steps an epoch): caught before the epoch's checkpoint.
-        (1, 3, r"1 weights became inf or nan in epoch 2/3; the checkpoint at step 2/3 of epoch 2 ", 2),
-    ],
-)
-def test_a_run_gone_non_finite_keeps_the_last_good_checkpoint(
-    tmp_path, sets, monkeypatch, every, at_step, message, kept
-):
-    from rarts.errors import RunFailed
-
-    cfg = tiny_config(checkpoint_every=every)
-    run = tmp_path / "run"
-    train(cfg, run, stop_after=1, sets=sets, log=silent)
-    _poisoning_optimizer(monkeypatch, at_step)
-    with pytest.raises(RunFailed, match=message):
-        train(cfg, run, resume=True, sets=sets, log=silent)
-    after = load_checkpoint(run / "checkpoint.pt")
-    assert (after["epoch"], after.get("step", 0)) == (1, kept)
-    assert all(torch.isfinite(t).all() for t in after["model"].values() if t.is_floating_point())
-
-
-def test_resume_refuses_another_architecture_or_recipe(tmp_path, sets):
-    cfg = tiny_config(epochs=2)
-    train(cfg, tmp_path, stop_after=1, sets=sets, log=silent)
-    other = make_config("quick", {**TINY, "epochs": 2}, {"genotype": "DARTS_V1"})
-    with pytest.raises(UsageError, match="another architecture"):
-        train(other, tmp_path, resume=True, sets=sets, log=silent)
-    with pytest.raises(UsageError, match="lr="):
-        train(tiny_config(epochs=2, lr=0.5), tmp_path, resume=True, sets=sets, log=silent)
-    with pytest.raises(UsageError, match="already holds"):
-        train(cfg, tmp_path, sets=sets, log=silent)
-    with pytest.raises(UsageError, match="no checkpoint"):
-        train(cfg, tmp_path / "empty", resume=True, sets=sets, log=silent)
 
 
 def test_model_from_checkpoint_matches_and_rejects_other_weights(finished_run, tmp_path):
@@ -552,36 +433,13 @@ def test_cuda_fp16_keeps_its_grad_scaler_across_a_resume(tmp_path, sets):
     assert result["precision"] == "fp16" and math.isfinite(result["test_loss"])
 
 
-# --- run folders, resume records and failures ---------------------------------------------------------------------
-
-
-def test_out_holding_a_run_or_a_file_is_refused_before_any_work(tmp_path, sets):
-    cfg = tiny_config(epochs=1)
-    done = tmp_path / "done"
-    train(cfg, done, sets=sets, log=silent)
-    (done / "checkpoint.pt").unlink()  # deleted to save space: the results are still there
-    with pytest.raises(UsageError, match=r"already holds a training run \(result.json"):
-        train(cfg, done, sets=sets, log=silent)
-    searched = tmp_path / "searched"
-    searched.mkdir()
-    (searched / "summary.json").write_text("{}")
-    with pytest.raises(UsageError, match=r"already holds a search run \(summary.json\): give another --out"):
-        train(cfg, searched, sets=sets, log=silent)
-    a_file = tmp_path / "a_file"
-    a_file.write_text("")
-    with pytest.raises(UsageError, match="exists and is not a folder"):
-        train(cfg, a_file, sets=sets, log=silent)
-    started = tmp_path / "started"  # stopped before its first checkpoint: only settings, nothing to lose
-    started.mkdir()
-    (started / "config.json").write_text("{}")
-    (started / "metrics.jsonl").write_text("")
-    assert train(cfg, started, sets=sets, log=silent) is not None
+# --- resume records and the run's files -------------------------------------------------------------------------------
 
 
 def test_resume_takes_the_cells_from_the_checkpoint_after_the_genotype_moved(tmp_path, sets):
     cells = tmp_path / "cells.json"
     cells.write_text(json.dumps(KNOWN_GENOTYPES["DARTS_V1"].to_dict()))
-    cfg = make_config("quick", {**TINY, "epochs": 2}, {"genotype": str(cells)})
+    cfg = make_config("quick", {**TINY_TRAIN, "epochs": 2}, {"genotype": str(cells)})
     run = tmp_path / "run"
     train(cfg, run, stop_after=1, sets=sets, log=silent)
     cells.rename(tmp_path / "moved.json")
@@ -591,25 +449,6 @@ def test_resume_takes_the_cells_from_the_checkpoint_after_the_genotype_moved(tmp
     env = json.loads((run / "environment.json").read_text())
     assert len(env["resumes"]) == 1 and env["resumes"][0]["resumed_at_epoch"] == 1
     assert env["resumed_at_epoch"] == 0  # the first session's record stays on top
-
-
-def test_out_of_memory_and_a_non_finite_loss_fail_with_advice(tmp_path, sets, monkeypatch):
-    import rarts.train.run
-    from rarts.errors import RunFailed
-
-    def no_memory(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 25 MB")
-
-    monkeypatch.setattr(rarts.train.run, "train_one_epoch", no_memory)
-    with pytest.raises(RunFailed, match=r"out of CPU memory in epoch 1/3 \(batch_size=8.*batch_size=4"):
-        train(tiny_config(), tmp_path / "oom", sets=sets, log=silent)
-
-    def diverged(*args, **kwargs):
-        return {"train_loss": math.nan, "train_top1": 0.0, "train_top5": 0.0}
-
-    monkeypatch.setattr(rarts.train.run, "train_one_epoch", diverged)
-    with pytest.raises(RunFailed, match=r"became nan in epoch 1/3; no checkpoint had been written yet"):
-        train(tiny_config(), tmp_path / "nan", sets=sets, log=silent)
 
 
 def test_epochs_flag_reaches_the_settings(capsys, tmp_path):

@@ -170,11 +170,5 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "not enough memory" in str(e))
 
 
-def count_nonfinite(*modules: torch.nn.Module) -> torch.Tensor:
-    """How many parameters of `modules` are inf or nan: a tensor on their device (no host sync). An update can
-    make them so while the loss logged for its step, computed before it, is finite."""
-    return torch.stack([(~torch.isfinite(p.detach())).sum() for m in modules for p in m.parameters()]).sum()
-
-
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

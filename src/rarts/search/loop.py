@@ -1,4 +1,4 @@
-"""The search loop: data halves, the method's steps, per-epoch evaluation and logging, checkpoints, the run folder.
+"""The search loop: the method's steps over the two data halves, the epoch ends and the checkpoints of a run.
 
     cfg = make_config("quick", {"epochs": "2"}, {"method": "rarts"})
     summary = run_search(cfg, "runs/search/rarts-seed0")             # resume=True continues a killed run
@@ -16,39 +16,35 @@ y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
 
 Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
 checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
-a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha,
-checked before every checkpoint, so the last checkpoint stays good.
+a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha
+(rarts.runs.finite), checked before every checkpoint, so the last checkpoint stays good.
 
 Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
 batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
 evaluation are summed over them, and rank 0 alone writes the run folder and shows progress.
 
 The run folder, the checkpoint file, the generator states, the resume check and the failure messages are the
-shared ones of rarts.runs; this module supplies the search's state, its step and its epoch end.
+shared ones of rarts.runs; this module supplies the search's state, its step and its epoch end. Its data halves
+are rarts.search.data's, an epoch's figures rarts.search.epoch's, and what the run folder gets rarts.search.records'.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from rarts.config import config_to_dict
-from rarts.distributed import World, all_reduce_sum, any_process, average_buffers, barrier, distribute_search
-from rarts.errors import RunFailed, UsageError
+from rarts.distributed import World, any_process, average_buffers, barrier, distribute_search
 from rarts.genotype import derive_genotype
-from rarts.ops import PRIMITIVES
 from rarts.runs import (
     CHECKPOINT_NAME,
     SEARCH,
     capture_rng,
+    check_finite,
+    count_nonfinite,
     kept_note,
     memory_advice,
     restore_rng,
@@ -56,208 +52,16 @@ from rarts.runs import (
     save_checkpoint,
     write_records,
 )
-from rarts.runs.folder import is_accuracy
 from rarts.search import paired as paired_passes
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
 from rarts.search.config import SearchConfig
+from rarts.search.data import SearchData, prepare_data
+from rarts.search.epoch import EpochMeter, evaluate, percent
+from rarts.search.records import epoch_line, finish_search, keep_alpha_rows, log_epoch, peak_memory_bytes, short_means
 from rarts.supernet import Architecture, SearchNetwork
-from rarts.utils import atomic_write_text, count_nonfinite, device_name, environment_info, seed_everything, write_json
-
-SUMMARY_NAME = "summary.json"
-FORMAT_VERSION = 2  # of summary.json (2: accuracies in percent)
+from rarts.utils import environment_info, seed_everything
 
 StepHook = Callable[[int, int], None]  # (epoch, steps done in the epoch), called after every step
-
-
-# --- data ------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SearchData:
-    """The two halves of the training set as device loaders, and the validation half for evaluation."""
-
-    train: Any  # DeviceLoader over the w half: shuffled, augmented
-    val: Any  # DeviceLoader over the alpha (and y) half: shuffled, augmented
-    val_eval: Any  # DeviceLoader over the alpha half: in order, no augmentation
-    num_classes: int
-    image_size: int
-
-
-def resize_images(images: torch.Tensor, size: int, chunk: int = 5000) -> torch.Tensor:
-    """uint8 images (N, C, H, W) resized to (N, C, size, size): area averaging down, bilinear up; uint8 out."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    mode = "area" if size < images.shape[-1] else "bilinear"
-    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
-    for start in range(0, images.shape[0], chunk):
-        x = F.interpolate(images[start : start + chunk].float(), size=(size, size), mode=mode)
-        out[start : start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def prepare_data(cfg: SearchConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> SearchData:
-    """Load the training set, split it into the two seeded halves and build the loaders (checks batch size).
-    rank, world_size: the loaders yield this process's shard of every global batch (batch_size per process)."""
-    from rarts.data import DATASETS, DeviceLoader, load_dataset, search_split
-
-    if cfg.dataset == "imagenet":
-        raise UsageError("search on imagenet is not supported: search on CIFAR and transfer, or use a small folder")
-    data = load_dataset(cfg.dataset, cfg.data_dir, "train")
-    if DATASETS[cfg.dataset].streamed:
-        data = data.load_all(cfg.image_size or 32)
-    size = cfg.image_size or data.image_size
-    train_idx, val_idx = search_split(data.labels, cfg.train_portion, seed=cfg.seed, subset=cfg.subset)
-    for name, idx in (("training", train_idx), ("validation", val_idx)):
-        if cfg.batch_size * world_size > idx.numel():
-            processes = f" x {world_size} processes" if world_size > 1 else ""
-            raise UsageError(
-                f"setting batch_size={cfg.batch_size}{processes} is larger than the {name} half ({idx.numel()} images)"
-            )
-    images = resize_images(data.images, size)
-    pad = max(1, round(4 * size / 32))  # DARTS pads 32x32 images by 4 before the random crop
-    common = {"mean": data.mean, "std": data.std, "channels_last": cfg.channels_last, "crop_padding": pad}
-    common.update(rank=rank, world_size=world_size)
-
-    def loader(idx: torch.Tensor, seed: int, train: bool):
-        return DeviceLoader(images[idx], data.labels[idx], cfg.batch_size, device, train=train, seed=seed, **common)
-
-    return SearchData(
-        train=loader(train_idx, cfg.seed, True),
-        val=loader(val_idx, cfg.seed + 1, True),
-        val_eval=loader(val_idx, 0, False),
-        num_classes=data.num_classes,
-        image_size=size,
-    )
-
-
-# --- per-epoch bookkeeping --------------------------------------------------------------------------------------------
-
-
-class EpochMeter:
-    """Sums of the step metrics over an epoch (weighted by batch size), kept on the device between syncs.
-
-    `check` syncs once: it looks at every metric of every step added since the last check and raises RunFailed
-    naming the first step with a non-finite value.
-    """
-
-    def __init__(self, state: dict | None = None, device: torch.device | None = None):
-        state = state or {}
-        self.sums: dict[str, torch.Tensor] = {
-            k: torch.tensor(v, device=device) for k, v in state.get("sums", {}).items()
-        }
-        self.count = int(state.get("count", 0))
-        self.device = device if device is not None else torch.device("cpu")
-        # Wall and process CPU time of the epoch so far (CPU time: all threads; on a shared machine it is the
-        # steadier figure). Counting starts at construction, continuing from the saved part of the epoch.
-        self._wall0 = time.perf_counter() - float(state.get("seconds", 0.0))
-        self._cpu0 = time.process_time() - float(state.get("cpu_seconds", 0.0))
-        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-
-    def elapsed(self) -> tuple[float, float]:
-        """(wall seconds, process CPU seconds) of the epoch so far."""
-        return time.perf_counter() - self._wall0, time.process_time() - self._cpu0
-
-    def add(self, step: int, metrics: dict[str, torch.Tensor], n: int) -> None:
-        for key, value in metrics.items():
-            term = value.detach().float() * n
-            self.sums[key] = self.sums[key] + term if key in self.sums else term
-        self.count += n
-        self._pending.append((step, metrics))
-
-    def check(self, where: Callable[[int], str]) -> None:
-        if not self._pending:
-            return
-        keys = sorted(self._pending[0][1])
-        values = torch.stack([torch.stack([m[k].detach().float() for k in keys]) for _, m in self._pending])
-        finite = torch.isfinite(values)
-        # Every process stops when one of them sees a non-finite value (one stopping alone would hang the rest).
-        if any_process(not bool(finite.all()), values.device) and bool(finite.all()):
-            raise RunFailed(f"non-finite metric on another process at {where(self._pending[0][0])}")
-        if not bool(finite.all()):
-            row, col = (~finite).nonzero()[0].tolist()
-            step = self._pending[row][0]
-            raise RunFailed(f"non-finite {keys[col]} ({values[row, col].item()}) at {where(step)}")
-        self._pending.clear()
-
-    def means(self) -> dict[str, float]:
-        return {k: (v / max(self.count, 1)).item() for k, v in self.sums.items()}
-
-    def totals(self) -> tuple[dict[str, float], int]:
-        """(sums, count) over all processes of a distributed run (one all-reduce; every process must call it)."""
-        keys = sorted(self.sums)
-        local = torch.stack([self.sums[k].double() for k in keys] + [torch.tensor(float(self.count)).double()])
-        total = all_reduce_sum(local.to(self.device)).tolist()
-        return dict(zip(keys, total[:-1])), int(total[-1])
-
-    def global_means(self) -> dict[str, float]:
-        """The epoch's means over all processes (every process must call it)."""
-        sums, count = self.totals()
-        return {k: v / max(count, 1) for k, v in sums.items()}
-
-    def state_dict(self) -> dict:
-        """Sums and count over all processes (every process must call it), so rank 0's checkpoint holds them all."""
-        seconds, cpu_seconds = self.elapsed()
-        sums, count = self.totals()
-        return {"sums": sums, "count": count, "seconds": seconds, "cpu_seconds": cpu_seconds}
-
-
-@torch.no_grad()
-def evaluate(net: torch.nn.Module, loader, mixing) -> tuple[float, float]:
-    """(mean loss, accuracy) of `net` over the whole loader, BatchNorm in eval mode."""
-    was_training = net.training
-    net.eval()
-    loss_sum = correct = None
-    n = 0
-    for x, target in loader:
-        logits = net(x, mixing)
-        loss = F.cross_entropy(logits, target, reduction="sum")
-        hits = (logits.argmax(1) == target).sum()
-        loss_sum = loss if loss_sum is None else loss_sum + loss
-        correct = hits if correct is None else correct + hits
-        n += target.numel()
-    net.train(was_training)
-    # Each process evaluated its shard of the loader: add up over the processes.
-    loss_sum, correct, n = all_reduce_sum(
-        torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(n).double()])
-    ).tolist()
-    return loss_sum / n, correct / n
-
-
-def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
-    """CUDA: the most memory tensors held (max_memory_allocated); CPU: the process's peak resident set size."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "cuda max_memory_allocated"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), "process peak RSS"
-
-
-def _alpha_row(epoch: int, arch: Architecture) -> dict:
-    w_normal, w_reduce = arch.weights()
-    return {"epoch": epoch, "normal": w_normal.detach().cpu().tolist(), "reduce": w_reduce.detach().cpu().tolist()}
-
-
-def _log_epoch(logger, alphas_path: Path, row: dict[str, Any], arch: Architecture) -> None:
-    """The lines an epoch leaves in the run folder: its metrics row, and softmax(alpha) as the epoch left it."""
-    logger.log(row)
-    with open(alphas_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(_alpha_row(row["epoch"], arch)) + "\n")
-
-
-def _keep_alpha_rows(path: Path, before_epoch: int) -> None:
-    """Rewrite alphas.jsonl with the rows of epochs before `before_epoch` (a resumed run repeats the others)."""
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] < before_epoch:
-                rows.append(line + "\n")
-    atomic_write_text(path, "".join(rows))
-
-
-# --- the loop ---------------------------------------------------------------------------------------------------------
 
 
 def run_search(
@@ -328,18 +132,18 @@ def _run_search(cfg, run_dir: Path, world, device, ckpt, say, quiet, arch_penalt
             env["paired_passes_threads"] = list(paired.threads) if paired is not None else None
             write_records(run_dir, config_to_dict(cfg), env, resumed)
             logger = MetricsLogger(run_dir, resume_step=state.epoch if resumed else None, tensorboard=cfg.tensorboard)
-            _keep_alpha_rows(alphas_path, state.epoch if resumed else 0)
+            keep_alpha_rows(alphas_path, state.epoch if resumed else 0)
             last = state.epoch - 1
             if resumed and state.step == 0 and last >= 0 and last not in logger.kept_steps:
                 # Killed after the epoch's checkpoint but before its log lines: the checkpoint holds the row, and
                 # alpha is as the epoch left it.
-                _log_epoch(logger, alphas_path, state.last_row, method.arch)
+                log_epoch(logger, alphas_path, state.last_row, method.arch)
         try:
             state.run(logger, alphas_path, say, on_step, quiet)
         finally:
             if logger is not None:
                 logger.close()
-        return _finish(cfg, run_dir, method, state, device, say)
+        return finish_search(cfg, run_dir, method, state, device, say)
 
 
 def _latency_penalty(cfg: SearchConfig, net: SearchNetwork, image_size: int):
@@ -399,8 +203,7 @@ class _LoopState:
         """Stop before a checkpoint would save inf or nan weights or alpha (a step's update can make them so while
         the loss logged for it, computed before the update, is finite); every process must call it."""
         bad = count_nonfinite(*self.method.networks().values(), self.method.arch)
-        if any_process(bool(bad), self.device):
-            raise RunFailed(f"weights or alpha became inf or nan at {self.where(self.step - 1)}")
+        check_finite(any_process(bool(bad), self.device), f"at {self.where(self.step - 1)}", weights="weights or alpha")
 
     def save(self, meter: EpochMeter) -> None:
         """Write the checkpoint (rank 0; every process must call it: the meter's sums are added up over them)."""
@@ -470,7 +273,8 @@ class _LoopState:
                 bar.update(1)
                 if self.step % cfg.log_every == 0:
                     meter.check(self.where)
-                    bar.set_postfix(epoch=self.epoch + 1, **{k: f"{v:.3f}" for k, v in _short(_percent(meter.means()))})
+                    shown = short_means(percent(meter.means()))
+                    bar.set_postfix(epoch=self.epoch + 1, **{k: f"{v:.3f}" for k, v in shown})
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                     if self.step < self.steps_per_epoch:
                         meter.check(self.where)
@@ -481,14 +285,14 @@ class _LoopState:
             meter.check(self.where)
             row = self.end_epoch(meter)
             if self.world.is_main:
-                _log_epoch(logger, alphas_path, row, method.arch)
-                out(_epoch_line(row, cfg.epochs))
+                log_epoch(logger, alphas_path, row, method.arch)
+                out(epoch_line(row, cfg.epochs))
 
     def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
         """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
         self.check_weights()
         method = self.method
-        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **_percent(meter.global_means())}
+        row: dict[str, Any] = {"epoch": self.epoch, **method.learning_rates(), **percent(meter.global_means())}
         mixing = method.mixing(detach=True)
         # Each process's batch-norm running statistics saw its shards only: evaluate with their mean.
         average_buffers(*method.networks().values())
@@ -511,106 +315,3 @@ class _LoopState:
         self.last_row = row
         self.save(EpochMeter(device=self.device))
         return row
-
-
-def _percent(means: dict[str, float]) -> dict[str, float]:
-    """The step metrics' means with accuracies (fractions of the batch) in percent, as every file holds them."""
-    return {k: 100.0 * v if is_accuracy(k) else v for k, v in means.items()}
-
-
-def _short(means: dict[str, float]) -> list[tuple[str, float]]:
-    keys = ("train_loss", "train_acc", "arch_loss", "y_loss")
-    return [(k.replace("_", ""), means[k]) for k in keys if k in means]
-
-
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "y_val_acc"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.4f}")
-    if "latency_genotype_ms" in row:
-        parts.append(f"genotype latency {row['latency_genotype_ms']:.3f} ms")
-    parts.append(f"{row['seconds']:.1f} s")
-    return "  ".join(parts)
-
-
-def _draw(cfg: SearchConfig, run_dir: Path, arch: Architecture, genotype) -> tuple[list[str], list[str]]:
-    """The alpha heatmap and the cell diagrams; returns (files written, errors). A failed figure is reported,
-    not raised: a finished search is not lost over a plot."""
-    plots, errors = [], []
-    try:
-        from rarts.search.plots import plot_alpha_heatmap
-
-        plot_alpha_heatmap(arch.alpha_normal, arch.alpha_reduce, run_dir / "alpha.png")
-        plots.append("alpha.png")
-    except Exception as e:
-        errors.append(f"alpha heatmap: {type(e).__name__}: {e}")
-    try:
-        from rarts.viz import plot_genotype
-
-        paths, _ = plot_genotype(genotype, run_dir / "cells")
-        plots.extend(str(Path(p).relative_to(run_dir)) for p in paths)
-    except Exception as e:
-        errors.append(f"cell diagrams: {type(e).__name__}: {e}")
-    return plots, errors
-
-
-def _finish(cfg: SearchConfig, run_dir: Path, method: SearchMethod, state: _LoopState, device, say) -> dict[str, Any]:
-    """The end of a search: genotype.json, alpha.json, the plots and summary.json. Rank 0 alone writes them and
-    returns the summary; the other processes of a distributed run return an empty dict."""
-    if not state.world.is_main:
-        return {}
-    arch = method.arch
-    genotype = derive_genotype(arch.alpha_normal, arch.alpha_reduce)
-    write_json(run_dir / "genotype.json", genotype.to_dict())
-    w_normal, w_reduce = arch.weights()
-    write_json(
-        run_dir / "alpha.json",
-        {
-            "primitives": list(PRIMITIVES),
-            "alpha_normal": arch.alpha_normal.detach().cpu().tolist(),
-            "alpha_reduce": arch.alpha_reduce.detach().cpu().tolist(),
-            "softmax_normal": w_normal.detach().cpu().tolist(),
-            "softmax_reduce": w_reduce.detach().cpu().tolist(),
-        },
-    )
-    plots, plot_errors = _draw(cfg, run_dir, arch, genotype) if cfg.plots else ([], [])
-    for err in plot_errors:
-        say(f"warning: could not draw the {err}")
-
-    state.peak = max(state.peak, peak_memory_bytes(device)[0])
-    row = state.last_row
-    on_gpu = device.type == "cuda"
-    summary = {
-        "format_version": FORMAT_VERSION,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "dataset": cfg.dataset,
-        "genotype": genotype.to_dict(),
-        "genotype_string": genotype.to_darts_string(),
-        "epochs": cfg.epochs,
-        "steps": state.global_step,
-        "search_seconds": state.search_seconds,
-        "seconds_per_step": state.search_seconds / max(state.global_step, 1),
-        "search_cpu_seconds": state.search_cpu_seconds,
-        "threads": torch.get_num_threads(),
-        "search_cost": state.search_seconds * state.world.world_size / (86400.0 if on_gpu else 3600.0),
-        "world_size": state.world.world_size,  # processes (GPUs); search_cost counts all of them
-        "search_cost_unit": "GPU-days" if on_gpu else "CPU-hours",
-        "device_type": device.type,
-        "device_name": device_name(device),
-        "peak_memory_bytes": state.peak,
-        "peak_memory_kind": peak_memory_bytes(device)[1],
-        "final_train_loss": row.get("train_loss"),
-        "final_train_acc": row.get("train_acc"),
-        "final_val_loss": row.get("val_loss"),
-        "final_val_acc": row.get("val_acc"),
-    }
-    for key in ("y_val_loss", "y_val_acc", "latency_expected_ms", "latency_genotype_ms"):
-        if key in row:
-            summary[f"final_{key}"] = row[key]
-    summary["plots"] = plots
-    if plot_errors:
-        summary["plot_errors"] = plot_errors
-    write_json(run_dir / SUMMARY_NAME, summary)
-    return summary

@@ -7,9 +7,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from rarts.runs.finite import count_nonfinite
 from rarts.train.config import TrainConfig
 from rarts.train.recipe import autocast, is_main_process, training_loss
-from rarts.utils import count_nonfinite
 
 
 def _correct_topk(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:

@@ -16,7 +16,6 @@ on resume.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,7 +24,7 @@ import torch
 
 from rarts import runs
 from rarts.config import config_to_dict
-from rarts.errors import RunFailed, UsageError
+from rarts.errors import UsageError
 from rarts.genotype import Genotype, load_genotype
 from rarts.network import count_params
 from rarts.train.config import TrainConfig
@@ -200,14 +199,7 @@ class _Training:
 
     def check_finite(self, loss: float, nonfinite_weights: float, where: str) -> None:
         """Stop before a checkpoint would save a diverged run (loss, or weights after the last step, not finite)."""
-        if math.isfinite(loss) and not nonfinite_weights:
-            return
-        what = (
-            f"training loss became {loss}"
-            if not math.isfinite(loss)
-            else f"{int(nonfinite_weights)} weights became inf or nan"
-        )
-        raise RunFailed(f"{what} {where}; {self.kept_note(f' in {self.run_dir}')}")
+        runs.check_finite(nonfinite_weights, f"{where}; {self.kept_note(f' in {self.run_dir}')}", loss=loss)
 
     def mid_epoch_checkpoint(self, step: int, sums: dict[str, float], epoch: int, t0: float, before: float) -> None:
         """The checkpoint after `step` steps of `epoch` (sums: the steps' summed figures over all processes)."""
