@@ -37,6 +37,7 @@ from torch import nn
 
 from rarts.config import build_config, config_to_dict, load_preset
 from rarts.errors import RunFailed, UsageError
+from rarts.fast import use_fast_paths
 from rarts.genotype import Genotype, load_genotype
 from rarts.network import build_network, count_params
 from rarts.utils import (
@@ -638,6 +639,7 @@ def _train(cfg, run_dir: Path, world, device: torch.device, resume: bool, stop_a
     mult_adds = count_mult_adds(net, (3, data.input_size, data.input_size))
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_fast_paths(net)
     model = wrap_model(net, device)
     optimizer = make_optimizer(cfg, net)
     scheduler = make_scheduler(cfg, optimizer)

@@ -48,9 +48,10 @@ from rarts.distributed import (
     process_group,
 )
 from rarts.errors import RunFailed, UsageError
+from rarts.fast import paired as paired_passes
+from rarts.fast import use_fast_paths
 from rarts.genotype import derive_genotype
 from rarts.ops import PRIMITIVES
-from rarts.search import paired as paired_passes
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
 from rarts.search.config import SearchConfig, check_resumable
 from rarts.supernet import Architecture, SearchNetwork
@@ -357,6 +358,7 @@ def _run_search(cfg, run_dir: Path, world, device, resume, quiet, arch_penalty, 
     net = SearchNetwork(cfg.channels, data.num_classes, cfg.layers).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_fast_paths(net)
     arch = Architecture().to(device)
     latency = _latency_penalty(cfg, net, data.image_size)
     if latency is not None and arch_penalty is None:
@@ -538,7 +540,7 @@ class _LoopState:
                 f"out of {where} memory at {self.where(self.step)} (batch_size={cfg.batch_size}, channels="
                 f"{cfg.channels}, layers={cfg.layers}): try a smaller batch_size or fewer channels, e.g. batch_size="
                 f"{max(1, cfg.batch_size // 2)}"
-                + (", or paired_passes=false (one pass's graph at a time)" if method.paired is not None else "")
+                + (", or paired_passes=false (one pass's graph at a time)" if method.executor.at_once else "")
             ) from e
         finally:
             bar.close()
