@@ -304,7 +304,6 @@ def test_alpha_steps_form_no_weight_gradients(monkeypatch):
     assert len(calls) > 0
 
 
-
 @pytest.mark.parametrize("kind", ["search", "final"])
 def test_networks_with_the_fast_paths_compute_what_the_reference_networks_compute(kind):
     """A training-mode forward and backward of a whole network: the logits, every gradient (the mixing weights'
