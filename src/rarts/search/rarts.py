@@ -14,11 +14,13 @@ w and y step by `WeightSGD` (momentum, weight decay) after clipping, each with i
 follows w's unless y_lr is set); alpha by Adam. The coupling gradients beta * (w - y) are tensor arithmetic.
 What is clipped to the global norm grad_clip is each line's whole gradient, data term plus coupling term; weight
 decay comes after, as in DARTS's weight step.
-Each line is one `update_<block>` method, and the sweep is ("wy", "alpha"): lines 1 and 2 are independent but for
-line 2's coupling term (y's data gradient is taken at the old y, which line 1 leaves alone), so `update_wy` takes
-their two data terms as an independent pair, then the lines' steps in order, with the values of `update_w`, then
-`update_y`. Line 3's two alpha passes, at the new w and the new y, are another pair. The executor runs each pair
-in turn, or at once (rarts.fast.paired); the same operations in the same order on each network either way.
+
+Each line is one `update_<block>` method; the sweep is ("wy", "alpha"), `update_wy` being lines 1 and 2. Their data
+terms are an independent pair (y's is taken at the old y, which line 1 leaves alone; only line 2's coupling term
+needs the new w), so it takes both data terms, then line 1's step, then line 2's: the values of `update_w`
+followed by `update_y`. Line 3's two alpha passes, at the new w and the new y, are another pair. The method's
+executor runs each pair in turn, or both passes at once (rarts.fast.paired); each network sees the same operations
+in the same order either way.
 
 y starts as a copy of w (y_init="copy"), from its own random initialisation ("independent"), or is w itself
 ("tied"): then the y line and the coupling drop out and, with lam = 1, RARTS is MiLeNAS (section 3.2; with another
@@ -63,9 +65,9 @@ class RARTS(SearchMethod):
         s = self.settings
         self.tied = s.y_init == "tied"
         if s.sweep == "jacobi":
-            # One backward per network gives its weight gradient and its part of alpha's: w's and y's a pair. Tied,
-            # w's and then an alpha-only pass of w, in turn: the latter would switch off the weight gradients of the
-            # former.
+            # One backward per network gives both its weight gradient and its part of alpha's; w's and y's are a
+            # pair. Tied, the second pass is an alpha-only pass of w itself and follows w's: at once, it would switch
+            # off the weight gradients w's pass needs.
             self.sweep = ("jacobi",)
             self.passes = Passes(weight=1, alpha=1) if self.tied else Passes(weight=2, alpha=0, pairs=1)
         elif self.tied:
