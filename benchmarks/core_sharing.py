@@ -4,7 +4,7 @@
 
 An exact RARTS step does twice darts1's arithmetic. darts1 runs each of its passes on all the torch threads
 (intra-op parallelism); RARTS with `paired_passes` runs its pairs of independent passes side by side, one thread
-each (rarts.search.paired). Its step over darts1's is therefore about
+each (rarts.fast.paired). Its step over darts1's is therefore about
 
     (pair of weight passes + pair of alpha passes) / (weight pass on 2 threads + alpha pass on 2 threads)
 
@@ -99,8 +99,8 @@ def main() -> None:
     seed_everything(0)
     spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
     method, train, val = search_method(spec, torch.device("cpu"))  # pairs its passes: two workers, 1 thread each
-    runner = method.paired
-    if runner is None or runner.threads != (1, 1):
+    runner = method.executor
+    if not runner.at_once or runner.threads != (1, 1):
         got = getattr(runner, "threads", None)
         raise SystemExit(f"needs a CPU with 2 torch threads for the pair (got workers {got})")
     seen = runner.run(torch.get_num_threads, torch.get_num_threads)

@@ -9,23 +9,23 @@
 times in turn), which its peak-memory figures need. On a machine whose speed drifts that still leaves a method's
 steps in one stretch of time. Here every method is built once in this process and the rounds step them in turn,
 one step each (after one warm-up round; every other round in reverse order), so the drift falls on all methods
-alike; the ratios are those of the per-method medians, next to the ratio of their FLOPs (rarts.bench.PASSES).
+alike; the ratios are those of the per-method medians, next to the ratio of their FLOPs (each method's `passes`).
 
 --processes: every method in a Python process of its own, as in a real run (one method's allocations and caches
 never slow another's), stepped in turn by this one over pipes; each step's time is the one its process measured,
 and each process's peak resident set is reported. A method name ending in ":serial" runs its independent
-passes one after the other where it would pair them (rarts.search.paired, with 2+ threads).
+passes one after the other where it would pair them (rarts.fast.paired, with 2+ threads).
 --out appends the run, with --note, to the file's list of runs.
 
 --part pairs: how much could running RARTS's w and y passes together save? An exact RARTS step (eq. 4) makes
 darts1's passes twice over: a weight pass for w and one for y (both at the current alpha, independent of each
 other), then an alpha-only pass at the new w and one at the new y. No pass can reuse another's work, so the ways
-below 2x darts1's step are to run each pair at once on separate cores (what rarts.search.paired does) or as one
+below 2x darts1's step are to run each pair at once on separate cores (what rarts.fast.paired does) or as one
 larger computation (w and y stacked along the channels as grouped convolutions). The most stacking can gain is what
 a larger batch gains with shared weights: one pass of one network at batch 2B against two passes at batch B.
 Timed in turn, as above, the pairs one pass after the other:
 
-  weight pair   RARTS's update_w and update_y at batch B (two forward + backward passes to weights and inputs)
+  weight pair   RARTS's update_wy at batch B (two forward + backward passes to weights and inputs)
   weight 2B     update_w at batch 2B (the training and validation batches concatenated)
   alpha pair    RARTS's update_alpha at batch B (two forward + alpha-only backward passes)
   alpha 2B      one forward + alpha-only backward pass of w at batch 2B
@@ -65,16 +65,16 @@ def interleave(variants: dict[str, Callable[[], object]], rounds: int, warmup: i
 
 
 def build_step(m: str, args, device: torch.device):
-    """(step, forward mult-adds, paired-pass threads) of method `m` ("rarts", or "rarts:serial" for its passes
-    one after the other where it would pair them) as `rarts bench search` builds it."""
+    """(step, forward mult-adds, paired-pass threads, (weight passes, alpha passes)) of method `m` ("rarts", or
+    "rarts:serial" for its passes one after the other where it would pair them) as `rarts bench search` builds it."""
     from rarts.bench import BenchSpec, _search_step
     from rarts.utils import seed_everything
 
     seed_everything(0)
     spec = BenchSpec(m.removesuffix(":serial"), args.batch, args.channels, args.cells, args.image_size, device="cpu")
     spec.paired_passes = not m.endswith(":serial")
-    step, mult_adds, _, paired = _search_step(spec, device)
-    return step, mult_adds, paired
+    step, mult_adds, _, paired, passes = _search_step(spec, device)
+    return step, mult_adds, paired, passes
 
 
 class MethodProcess:
@@ -89,7 +89,7 @@ class MethodProcess:
         cmd += ["--cells", str(args.cells), "--image-size", str(args.image_size), "--threads", str(args.threads)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         ready = json.loads(self._read())
-        self.mult_adds, self.paired = ready["mult_adds"], ready["paired"]
+        self.mult_adds, self.paired, self.passes = ready["mult_adds"], ready["paired"], tuple(ready["passes"])
 
     def _read(self) -> str:
         line = self.proc.stdout.readline()
@@ -115,8 +115,8 @@ def serve(m: str, args) -> None:
 
     from rarts.bench import _max_rss
 
-    step, mult_adds, paired = build_step(m, args, torch.device("cpu"))
-    print(json.dumps({"mult_adds": mult_adds, "paired": paired}), flush=True)
+    step, mult_adds, paired, passes = build_step(m, args, torch.device("cpu"))
+    print(json.dumps({"mult_adds": mult_adds, "paired": paired, "passes": passes}), flush=True)
     for line in sys.stdin:
         if line.strip() == "quit":
             break
@@ -133,14 +133,14 @@ def method_ratios(args, device: torch.device) -> list[dict]:
     unknown = [m for m in methods if m.removesuffix(":serial") not in SEARCH_METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {', '.join(SEARCH_METHODS)}, each also with :serial")
-    steps, mult_adds, paired, peaks = {}, 0, {}, {}
+    steps, mult_adds, paired, passes, peaks = {}, 0, {}, {}, {}
     if args.processes:
         for m in methods:
             steps[m] = MethodProcess(m, args)
-            mult_adds, paired[m] = steps[m].mult_adds, steps[m].paired
+            mult_adds, paired[m], passes[m] = steps[m].mult_adds, steps[m].paired, steps[m].passes
     else:
         for m in methods:
-            steps[m], mult_adds, paired[m] = build_step(m, args, device)
+            steps[m], mult_adds, paired[m], passes[m] = build_step(m, args, device)
     times = interleave(steps, args.rounds, args.warmup)
     if args.processes:
         peaks = {m: steps[m].close() for m in methods}
@@ -153,8 +153,7 @@ def method_ratios(args, device: torch.device) -> list[dict]:
         for ref in ("darts1", "darts2"):
             if ref in medians:
                 row[f"vs_{ref}"] = medians[m] / medians[ref]
-                name = m.removesuffix(":serial")
-                flops = step_flops(name, mult_adds, args.batch) / step_flops(ref, mult_adds, args.batch)
+                flops = step_flops(passes[m], mult_adds, args.batch) / step_flops(passes[ref], mult_adds, args.batch)
                 row[f"flops_vs_{ref}"] = flops
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -172,8 +171,7 @@ def paired_passes(args, device: torch.device) -> dict:
     both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
 
     def weight_pair():
-        method.update_w(train, val)
-        method.update_y(train, val)
+        method.update_wy(train, val)
 
     def alpha_double():
         loss, _ = method.loss(method.w, both, method.mixing(), update_stats=False, weight_grads=False)

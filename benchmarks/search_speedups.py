@@ -10,14 +10,14 @@ Variants, each adding one change to the one before:
   channels_last     network and inputs in NHWC
   alpha_only        the alpha step asks autograd for alpha's gradient only; the package's WeightSGD and clipping
   shared_relu       the mixed op computes the ReLU of its four convolution ops once
-  fast_depthwise    depthwise convolutions with the CPU backward of rarts.ops.DepthwiseConv2d (5 x 5 and dilated
+  fast_depthwise    depthwise convolutions with the CPU backward of rarts.fast.depthwise (5 x 5 and dilated
                     ones rewritten onto oneDNN's fast 3 x 3 kernel; stride-2 dilated ones as subsampling)
   lean_memory       less kept for the backward pass: weight x BatchNorm fused with the pools recomputed inside it
-                    (rarts.ops.weighted_norm), the separable convolutions' inner BatchNorm-ReLU recomputed, max
-                    pooling without int64 indices: the package's darts1 as it is
+                    (rarts.fast.recompute.weighted_norm), the separable convolutions' inner BatchNorm-ReLU
+                    recomputed, max pooling without int64 indices: the package's darts1 as `rarts search` runs it
 
-Every variant runs with the switches DepthwiseConv2d.fast_cpu_backward, MaxPool2d.recompute_indices,
-MixedOp.fused_norm and SepConv.recompute_middle set as its description says.
+The first three variants run the reference modules (rarts.ops, rarts.supernet); the last three turn on the parts
+of rarts.fast.use_fast_paths their descriptions name, as `rarts search` turns all of them on.
 
 Timing: the variants step in turn within each round (so a change in the machine's load hits all of them alike), the
 median over rounds after one warm-up round. Peak memory: each variant again in a fresh process, one warm-up and one
@@ -27,7 +27,6 @@ step, its peak resident set size (VmHWM, CPU) or torch.cuda.max_memory_allocated
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
@@ -38,57 +37,25 @@ import torch
 import torch.nn.functional as F
 
 VARIANTS = ("straightforward", "channels_last", "alpha_only", "shared_relu", "fast_depthwise", "lean_memory")
-
-
-@contextlib.contextmanager
-def switches(variant: str):
-    """Within the block, the package's CPU rewrites are on as far as `variant` goes (see the module docstring)."""
-    from rarts.ops import DepthwiseConv2d, MaxPool2d, SepConv
-    from rarts.supernet import MixedOp
-
-    index = VARIANTS.index(variant)
-    classes = (DepthwiseConv2d, MaxPool2d, MixedOp, SepConv)
-    names = ("fast_cpu_backward", "recompute_indices", "fused_norm", "recompute_middle")
-    saved = [getattr(c, n) for c, n in zip(classes, names)]
-    DepthwiseConv2d.fast_cpu_backward = index >= VARIANTS.index("fast_depthwise")
-    lean = index >= VARIANTS.index("lean_memory")
-    MaxPool2d.recompute_indices = MixedOp.fused_norm = SepConv.recompute_middle = lean
-    try:
-        yield
-    finally:
-        for c, n, value in zip(classes, names, saved):
-            setattr(c, n, value)
-
-
-@contextlib.contextmanager
-def plain_mixed_op():
-    """Within the block, MixedOp runs every op on its own input (each convolution op applies its own ReLU)."""
-    from rarts.supernet import MixedOp
-
-    shared = MixedOp.forward
-
-    def forward(self, x, weights):
-        out = None
-        for k, op in zip(self.op_index, self.ops):
-            term = weights[k] * op(x)
-            out = term if out is None else out + term
-        return out
-
-    MixedOp.forward = forward
-    try:
-        yield
-    finally:
-        MixedOp.forward = shared
+# The parts of rarts.fast.use_fast_paths each variant turns on (the others run the reference modules)
+FAST_PATHS = {
+    "shared_relu": ["shared_relu"],
+    "fast_depthwise": ["shared_relu", "depthwise"],
+    "lean_memory": ["shared_relu", "depthwise", "lean_memory"],
+}
 
 
 def build(variant: str, args, device):
     """A step function for `variant` on fresh networks and fixed synthetic batches."""
+    from rarts.fast import use_fast_paths
     from rarts.search import METHODS, MethodSettings
     from rarts.supernet import Architecture, SearchNetwork
 
     torch.manual_seed(0)
     layout = torch.contiguous_format if variant == "straightforward" else torch.channels_last
     net = SearchNetwork(args.channels, 10, args.cells).to(device).to(memory_format=layout)
+    if variant in FAST_PATHS:
+        use_fast_paths(net, FAST_PATHS[variant])
     arch = Architecture().to(device)
 
     def batch():
@@ -101,24 +68,18 @@ def build(variant: str, args, device):
         a_opt = torch.optim.Adam(arch.parameters(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 
         def step():
-            with switches(variant), plain_mixed_op():
-                a_opt.zero_grad()
-                F.cross_entropy(net(val[0], arch), val[1]).backward()
-                a_opt.step()
-                w_opt.zero_grad()
-                net.zero_grad()
-                F.cross_entropy(net(train[0], arch.weights()), train[1]).backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0, foreach=False)
-                w_opt.step()
+            a_opt.zero_grad()
+            F.cross_entropy(net(val[0], arch), val[1]).backward()
+            a_opt.step()
+            w_opt.zero_grad()
+            net.zero_grad()
+            F.cross_entropy(net(train[0], arch.weights()), train[1]).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0, foreach=False)
+            w_opt.step()
 
         return step
     method = METHODS["darts1"](net, arch, MethodSettings())
-
-    def step():
-        with switches(variant), plain_mixed_op() if variant == "alpha_only" else contextlib.nullcontext():
-            method.step(train, val)
-
-    return step
+    return lambda: method.step(train, val)
 
 
 def sync(device):

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from rarts.bench import PASSES, SEARCH_METHODS, BenchSpec, measure, measure_isolated, ratios, step_flops, summarise
+from rarts.bench import SEARCH_METHODS, BenchSpec, measure, measure_isolated, ratios, step_flops, summarise
 from rarts.cli import main
+from rarts.fast import PARTS, use_fast_paths
 from rarts.search import METHODS, MethodSettings
 from rarts.supernet import Architecture, MixedOp, SearchNetwork
 
@@ -20,14 +21,24 @@ def tiny_batches(n=2):
     return make(), make()
 
 
-@pytest.mark.parametrize("spec", SEARCH_METHODS)
-def test_passes_are_the_passes_a_step_makes(spec, monkeypatch):
-    """Every forward pass of a step is followed by one gradient call: to weights (and perhaps alpha), a weight
-    pass, or to alpha alone, an alpha pass. PASSES, from which the FLOPs follow, must count them exactly."""
+def tiny_method(spec: str, **settings):
+    """The method a bench spec names ("rarts-jacobi": rarts at sweep jacobi) on a tiny network."""
     name, _, sweep = spec.partition("-")
     torch.manual_seed(0)
     net, arch = SearchNetwork(4, 10, 3), Architecture()
-    method = METHODS[name](net, arch, MethodSettings(sweep=sweep) if sweep else MethodSettings())
+    return METHODS[name](net, arch, MethodSettings(sweep=sweep or "gauss-seidel", **settings))
+
+
+TIED = [("rarts", {"y_init": "tied"}), ("rarts-jacobi", {"y_init": "tied"})]
+
+
+@pytest.mark.parametrize("spec, settings", [(s, {}) for s in SEARCH_METHODS] + TIED)
+def test_passes_are_the_passes_a_step_makes(spec, settings, monkeypatch):
+    """Every forward pass of a step is followed by one gradient call: to weights (and perhaps alpha), a weight
+    pass, or to alpha alone, an alpha pass. A method's `passes`, from which the FLOPs follow, must count them
+    exactly, and its independent pairs the pairs the step hands to its executor."""
+    method = tiny_method(spec, **settings)
+    arch = method.arch
     method.start_epoch(0)
     forwards = []
     calls = {"weight": 0, "alpha": 0}
@@ -42,37 +53,59 @@ def test_passes_are_the_passes_a_step_makes(spec, monkeypatch):
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
     for network in method.networks().values():
         network.register_forward_pre_hook(lambda *_: forwards.append(1))
+
+    class CountingPairs:
+        at_once, pairs = False, 0
+
+        def run(self, first, second):
+            self.pairs += 1
+            return first(), second()
+
+    method.executor = executor = CountingPairs()
     method.step(*tiny_batches())
-    assert (calls["weight"], calls["alpha"]) == PASSES[spec]
-    assert len(forwards) == sum(PASSES[spec])
+    passes = method.passes
+    assert (calls["weight"], calls["alpha"]) == (passes.weight, passes.alpha)
+    assert len(forwards) == passes.weight + passes.alpha
+    assert executor.pairs == passes.pairs
 
 
 def test_step_flops_formula():
     F_ = 2.0 * 1000 * 8  # one forward at 1000 mult-adds per image, batch 8
-    assert step_flops("darts1", 1000, 8) == 5 * F_
-    assert step_flops("darts2", 1000, 8) == 13 * F_
-    assert step_flops("milenas", 1000, 8) == 7 * F_
-    assert step_flops("rarts", 1000, 8) == 10 * F_
-    assert step_flops("rarts-jacobi", 1000, 8) == 6 * F_
-    assert step_flops("train", 1000, 8) == 3 * F_
+
+    def flops(spec):
+        passes = tiny_method(spec).passes
+        return step_flops((passes.weight, passes.alpha), 1000, 8)
+
+    assert flops("darts1") == 5 * F_
+    assert flops("darts2") == 13 * F_
+    assert flops("milenas") == 7 * F_
+    assert flops("rarts") == 10 * F_
+    assert flops("rarts-jacobi") == 6 * F_
+    assert step_flops((1, 0), 1000, 8) == 3 * F_  # a training step
+
+
+def test_bench_knows_every_method_and_sweep():
+    assert set(SEARCH_METHODS) == {"darts1", "darts2", "milenas", "rarts", "rarts-jacobi", "random"}
 
 
 def test_paper_search_network_forward_is_0_30_gmac():
-    """16 channels, 8 cells, 32 x 32: 0.30 GMAC per image, so one forward and backward at batch 32 is 57.6 GFLOP."""
+    """16 channels, 8 cells, 32 x 32: 0.30 GMAC per image, so one forward and backward at batch 32 is 57.6 GFLOP;
+    the fast paths count the same."""
     from rarts.flops import count_mult_adds
 
     net, arch = SearchNetwork(16, 10, 8), Architecture()
     mac = count_mult_adds(net, (3, 32, 32), arch.weights())
     assert 0.295e9 < mac < 0.305e9
-    assert step_flops("random", mac, 32) / 1e9 == pytest.approx(57.6, rel=0.02)
+    assert step_flops((1, 0), mac, 32) / 1e9 == pytest.approx(57.6, rel=0.02)
+    assert count_mult_adds(use_fast_paths(net), (3, 32, 32), arch.weights()) == mac
 
 
 def test_shared_relu_mixed_op_keeps_the_arithmetic():
-    """MixedOp computes the ReLU of its four convolution ops once: the output and every gradient equal the plain
-    sum of weights[k] * op_k(x) (float64), and the parameter names are those of the ops themselves."""
+    """The fast mixed op computes the ReLU of its four convolution ops once: the output and every gradient equal
+    the plain sum of weights[k] * op_k(x) (float64), and the parameter names are those of the ops themselves."""
     torch.manual_seed(0)
-    for stride in (1, 2):
-        mixed = MixedOp(4, stride).double()
+    for stride, parts in ((1, ["shared_relu"]), (2, ["shared_relu"]), (1, PARTS), (2, PARTS)):
+        mixed = use_fast_paths(MixedOp(4, stride).double(), parts)
         x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
         weights = torch.softmax(torch.randn(8, dtype=torch.float64), 0).requires_grad_()
         plain = sum(weights[k] * op(x) for k, op in zip(mixed.op_index, mixed.ops))
@@ -83,7 +116,7 @@ def test_shared_relu_mixed_op_keeps_the_arithmetic():
         torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
         for a, b in zip(grads_fused, grads_plain):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    names = [n for n, _ in MixedOp(4, 1).named_parameters()]
+    names = [n for n, _ in use_fast_paths(MixedOp(4, 1)).named_parameters()]
     assert names[0].startswith("ops.") and len(names) == sum(1 for _ in MixedOp(4, 1).parameters())
 
 
@@ -93,7 +126,8 @@ def test_measure_and_summary_fields():
     assert len(m.seconds) == 2 and all(t > 0 for t in m.seconds)
     row = summarise(m, peak_gflops=100.0)
     assert row["seconds_per_step"]["min"] <= row["seconds_per_step"]["median"] <= row["seconds_per_step"]["max"]
-    assert row["gflops_per_step"] == pytest.approx(step_flops("darts1", m.forward_mult_adds, 2) / 1e9)
+    assert m.passes == (1, 1)  # darts1's
+    assert row["gflops_per_step"] == pytest.approx(step_flops((1, 1), m.forward_mult_adds, 2) / 1e9)
     assert row["achieved_fraction_of_matmul_peak"] == pytest.approx(
         row["gflops_per_step"] / row["seconds_per_step"]["median"] / 100.0
     )

@@ -30,7 +30,7 @@ def test_search_ratios_in_processes_appends_runs(tmp_path):
     assert set(rows) == {"darts1", "rarts", "rarts:serial"}
     assert rows["darts1"]["vs_darts1"] == 1.0
     assert rows["rarts"]["paired_passes_threads"] == [1, 1] and rows["rarts:serial"]["paired_passes_threads"] is None
-    assert rows["rarts"]["flops_vs_darts1"] == 2.0  # rarts.bench.PASSES: 10F against 5F
+    assert rows["rarts"]["flops_vs_darts1"] == 2.0  # the methods' passes: 10F against 5F
     for row in rows.values():
         assert len(row["seconds"]) == 2 and all(s > 0 for s in row["seconds"])
         assert row["peak_memory_bytes"] > 0

@@ -1,4 +1,4 @@
-"""Independent passes side by side (rarts.search.paired): the runner, and RARTS and MiLeNAS steps that equal the
+"""Independent passes side by side (rarts.fast.paired): the runner, and RARTS and MiLeNAS steps that equal the
 serial ones."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import threading
 import pytest
 import torch
 
-from rarts.search import METHODS, MethodSettings, paired
-from rarts.search.paired import PairedPasses
+from rarts.fast import paired, use_fast_paths
+from rarts.fast.paired import PairedPasses
+from rarts.search import METHODS, MethodSettings
+from rarts.search.base import InTurn
 from rarts.supernet import Architecture, SearchNetwork
 from tiny_runs import TINY_SEARCH
 
@@ -109,26 +111,37 @@ def test_a_worker_that_cannot_start_fails_the_constructor(monkeypatch):
     assert torch.get_num_threads() == before
 
 
-def test_methods_without_pairs_refuse_a_runner():
-    runner = PairedPasses(2)
+def test_methods_without_pairs_get_no_runner_and_never_call_their_executor():
+    class Refusing:
+        at_once = True
+
+        def run(self, first, second):
+            raise AssertionError("a method without pairs handed its executor a pair")
+
+    torch.set_num_threads(2)
     try:
         methods = (make("darts1"), make("darts2"), make("random"), make("rarts", y_init="tied", sweep="jacobi"))
         for method in methods:
             sweep = method.sweep
-            with pytest.raises(ValueError, match="no independent passes"):
-                method.use_paired_passes(runner)
-            method.use_paired_passes(None)
-            assert method.paired is None and method.sweep == sweep
+            assert method.passes.pairs == 0
+            assert paired.runner_for(method, torch.device("cpu")) is None
+            with paired.attach(method, torch.device("cpu")) as runner:
+                assert runner is None and isinstance(method.executor, InTurn) and method.sweep == sweep
+            method.executor = Refusing()
+            method.start_epoch(0)
+            method.step(*batches()[:2])
     finally:
-        runner.close()
+        torch.set_num_threads(1)
 
 
 # ---- the methods ---------------------------------------------------------------------------------------------------
 
 
-def make(name="rarts", **settings):
+def make(name="rarts", fast=False, **settings):
     torch.manual_seed(0)
     net = SearchNetwork(4, 10, 3)
+    if fast:
+        use_fast_paths(net)
     arch = Architecture()
     with torch.no_grad():
         for a in arch.alphas():
@@ -162,33 +175,33 @@ def state(method):
         ("milenas", {}),  # the same
     ],
 )
-def test_paired_steps_equal_the_serial_steps_exactly(name, settings):
+@pytest.mark.parametrize("fast", [False, True])
+def test_paired_steps_equal_the_serial_steps_exactly(name, settings, fast):
     # One torch thread here (conftest) and one in each worker: the same kernels on the same data, so the same bits.
     assert torch.get_num_threads() == 1
     settings = {"beta": 2.0, "lam": 0.5, **settings} if name == "rarts" else {"lam": 0.5}
-    serial, side_by_side = make(name, **settings), make(name, **settings)
+    serial, side_by_side = make(name, fast, **settings), make(name, fast, **settings)
     sweep = settings.get("sweep", "gauss-seidel")
     data = batches()
     with paired.attach(side_by_side, torch.device("cpu"), enabled=True) as none:
         assert none is None  # one thread: nothing to share
     runner = PairedPasses(2)
-    side_by_side.use_paired_passes(runner)
+    side_by_side.executor = runner
     try:
         if name == "rarts" and sweep == "gauss-seidel" and "y_init" not in settings:
-            assert serial.sweep == ("w", "y", "alpha") and side_by_side.sweep == ("wy", "alpha")
+            assert serial.sweep == side_by_side.sweep == ("wy", "alpha")  # the executor does not change the sweep
         for train, val in zip(data[::2], data[1::2]):
             m_serial, m_paired = serial.step(train, val), side_by_side.step(train, val)
             assert m_serial.keys() == m_paired.keys()
             for k in m_serial:
                 assert torch.equal(m_serial[k], m_paired[k]), k
     finally:
-        side_by_side.use_paired_passes(None)
         runner.close()
     a, b = state(serial), state(side_by_side)
     assert a.keys() == b.keys()
     changed = [k for k in a if not torch.equal(a[k], b[k])]
     assert not changed, changed[:5]
-    assert side_by_side.sweep == serial.sweep  # back to the serial sweep
+    assert side_by_side.sweep == serial.sweep
     for net in side_by_side.networks().values():  # every switch a pass held is back as it was
         assert all(p.requires_grad for p in net.parameters())
         assert all(m.track_running_stats for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -197,10 +210,10 @@ def test_paired_steps_equal_the_serial_steps_exactly(name, settings):
 def test_a_switch_held_by_two_threads_stays_on_until_both_have_left():
     """Two alpha passes of one network at once (milenas, a tied rarts) both turn its weight gradients and its
     statistics updates off: the first to finish must not turn them back on under the other."""
-    from rarts.ops import frozen_statistics
-    from rarts.search.base import without_weight_grads
+    from rarts.search.base import frozen_statistics, without_weight_grads
 
-    net = SearchNetwork(4, 10, 3)
+    method = make("milenas")
+    net = method.w
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
@@ -209,7 +222,7 @@ def test_a_switch_held_by_two_threads_stays_on_until_both_have_left():
         return any(p.requires_grad for p in net.parameters()), any(m.track_running_stats for m in norms)
 
     def first():
-        with frozen_statistics(net), without_weight_grads(net):
+        with frozen_statistics(net), without_weight_grads(net):  # as each alpha pass holds them
             first_in.set()
             assert second_in.wait(20)
             seen["both inside"] = switches()
@@ -222,9 +235,12 @@ def test_a_switch_held_by_two_threads_stays_on_until_both_have_left():
             assert first_out.wait(20)
             seen["second alone inside"] = switches()
 
+    passes = iter((first, second))
+    method.alpha_pass = lambda net, batch: next(passes)()
     runner = PairedPasses(2)
+    method.executor = runner
     try:
-        runner.run(first, second)
+        method.alpha_passes((net, None), (net, None))
     finally:
         runner.close()
     assert seen == {"both inside": (False, False), "second alone inside": (False, False)}
@@ -246,12 +262,12 @@ def test_the_pairs_meet_in_different_threads():
     torch.set_num_threads(2)
     try:
         with paired.attach(method, torch.device("cpu")) as runner:
-            assert runner is not None and runner.threads == (1, 1)
+            assert runner is not None and runner.threads == (1, 1) and method.executor is runner
             method.step(train, val)
     finally:
         torch.set_num_threads(1)
     assert sorted(seen) == [("w", "rarts-pass-0"), ("w", "rarts-pass-1"), ("y", "rarts-pass-0"), ("y", "rarts-pass-1")]
-    assert method.paired is None and method.sweep == ("w", "y", "alpha")
+    assert isinstance(method.executor, InTurn) and method.sweep == ("wy", "alpha")
 
 
 @pytest.mark.parametrize(
@@ -269,7 +285,7 @@ def test_no_pairs_where_they_cannot_pay(name, settings, device, enabled):
     torch.set_num_threads(2)
     try:
         with paired.attach(method, torch.device(device), enabled) as runner:
-            assert runner is None and method.paired is None and method.sweep == sweep
+            assert runner is None and isinstance(method.executor, InTurn) and method.sweep == sweep
     finally:
         torch.set_num_threads(1)
 

@@ -11,13 +11,15 @@ What is measured, per (method, batch):
   fresh Python process that runs nothing but this one measurement (`isolate=True`, the default there), so one
   method's allocations never count against another's. The process's baseline (torch, the networks, the batches)
   is reported beside it.
-- FLOPs of one step, by formula from the passes the method makes: a forward pass costs F = 2 x mult-adds (convolutions
-  and linear layers, rarts.flops, depthwise convolutions counted per group), a backward pass to weights and inputs
-  2F, a backward pass to alpha only F (input gradients, no weight gradients). torch's FlopCounterMode is not used:
-  it counts the backward of depthwise convolutions `groups` times too high.
+- FLOPs of one step, by formula from the passes the method makes (its `passes`, which tests check against the
+  forward passes a step makes): a forward pass costs F = 2 x mult-adds (convolutions and linear layers,
+  rarts.flops, depthwise convolutions counted per group), a backward pass to weights and inputs 2F, a backward pass
+  to alpha only F (input gradients, no weight gradients). torch's FlopCounterMode is not used: it counts the
+  backward of depthwise convolutions `groups` times too high.
 - achieved GFLOP/s and its fraction of the fp32 matmul peak measured in the same run (`matmul_peak`).
 
-Each method's passes are written down in PASSES (tests check them against the forward passes a step makes).
+Networks run with the fast paths on (rarts.fast.use_fast_paths) and the pairs of passes paired, as `rarts search`
+and `rarts train` run them.
 """
 
 from __future__ import annotations
@@ -34,19 +36,14 @@ from typing import Optional
 import torch
 
 from rarts.errors import UsageError
+from rarts.search import METHODS
 
-# (weight passes, alpha passes) per search step: a weight pass is a forward and a backward to weights and inputs
-# (3F), an alpha pass a forward and a backward to alpha only (2F). The count follows each method's update rule.
-PASSES: dict[str, tuple[int, int]] = {
-    "darts1": (1, 1),  # alpha: L_val, alpha only; w: L_train
-    "darts2": (3, 2),  # virtual step g_train; L_val at w' to alpha and w'; w: L_train; two alpha-only at w +- eps v
-    "milenas": (1, 2),  # w: L_train; alpha: L_val and L_train, alpha only
-    "rarts": (2, 2),  # eq. (4): w on L_train, y on L_val; alpha: L_train(w) and L_val(y), alpha only
-    "rarts-jacobi": (2, 0),  # every gradient at the current point: one backward per network gives w (y) and alpha
-    "random": (1, 0),  # w only
-}
-SEARCH_METHODS = tuple(PASSES)
+# Every method at its default sweep by its name, at another sweep as "name-sweep" (rarts-jacobi).
+SEARCH_METHODS = tuple(
+    name if sweep == cls.sweeps[0] else f"{name}-{sweep}" for name, cls in METHODS.items() for sweep in cls.sweeps
+)
 TRAIN_NAME = "train"  # the row of a training step of a final network
+TRAIN_PASSES = (1, 0)  # a training step: one forward and one backward to the weights and inputs
 
 
 @dataclass
@@ -63,7 +60,7 @@ class BenchSpec:
     device: str = "cpu"
     channels_last: bool = True
     threads: Optional[int] = None
-    paired_passes: bool = True  # rarts, milenas on the CPU with 2+ threads: independent passes at once (search.paired)
+    paired_passes: bool = True  # rarts, milenas on the CPU with 2+ threads: independent passes at once (fast.paired)
     seed: int = 0
     genotype: str = "DARTS_V2"  # the final network of method="train"
 
@@ -90,6 +87,7 @@ class Measurement:
     forward_mult_adds: int = 0  # per image
     parameters: int = 0
     paired_threads: Optional[list[int]] = None  # torch threads of the two workers running a method's pairs of passes
+    passes: tuple[int, int] = TRAIN_PASSES  # (weight passes, alpha passes) of one step
 
 
 # ---- the matmul peak ----------------------------------------------------------------------------------------------
@@ -129,12 +127,14 @@ def _batch(spec: BenchSpec, device: torch.device, classes: int) -> tuple[torch.T
 def search_method(spec: BenchSpec, device: torch.device):
     """The search method `spec` names on the paper's search network as the benchmark builds it (channels_last as
     the spec says), started at epoch 0, with a synthetic training and validation batch: (method, train, val)."""
-    from rarts.search import METHODS, MethodSettings, paired
+    from rarts.fast import paired, use_fast_paths
+    from rarts.search import MethodSettings
     from rarts.supernet import Architecture, SearchNetwork
 
     net = SearchNetwork(spec.channels, 10, spec.cells).to(device)
     if spec.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_fast_paths(net)  # as `rarts search` does
     arch = Architecture().to(device)
     name, _, sweep = spec.method.partition("-")
     settings = MethodSettings(sweep=sweep) if sweep else MethodSettings()
@@ -151,8 +151,9 @@ def _search_step(spec: BenchSpec, device: torch.device):
     net = method.w
     mult_adds = count_mult_adds(net, (3, spec.image_size, spec.image_size), method.arch.weights())
     params = sum(p.numel() for p in net.parameters())
-    paired_threads = None if method.paired is None else list(method.paired.threads)
-    return (lambda: method.step(train, val)), mult_adds, params, paired_threads
+    paired_threads = list(method.executor.threads) if method.executor.at_once else None
+    passes = (method.passes.weight, method.passes.alpha)
+    return (lambda: method.step(train, val)), mult_adds, params, paired_threads, passes
 
 
 def _train_step(spec: BenchSpec, device: torch.device):
@@ -161,6 +162,7 @@ def _train_step(spec: BenchSpec, device: torch.device):
     The auxiliary head's few mult-adds are left out of the FLOP count."""
     import torch.nn.functional as F
 
+    from rarts.fast import use_fast_paths
     from rarts.flops import count_mult_adds
     from rarts.genotype import load_genotype
     from rarts.network import build_network, count_params
@@ -171,6 +173,7 @@ def _train_step(spec: BenchSpec, device: torch.device):
     model = model.to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    use_fast_paths(model)  # as `rarts train` does
     model.drop_path_prob = 0.2
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True)
@@ -188,7 +191,7 @@ def _train_step(spec: BenchSpec, device: torch.device):
         optimizer.step()
         return loss.detach()
 
-    return step, mult_adds, count_params(model), None
+    return step, mult_adds, count_params(model), None, TRAIN_PASSES
 
 
 def measure(spec: BenchSpec) -> Measurement:
@@ -204,8 +207,10 @@ def measure(spec: BenchSpec) -> Measurement:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     build = _train_step if spec.method == TRAIN_NAME else _search_step
-    step, mult_adds, params, paired_threads = build(spec, device)
-    out = Measurement(spec=spec, forward_mult_adds=mult_adds, parameters=params, paired_threads=paired_threads)
+    step, mult_adds, params, paired_threads, passes = build(spec, device)
+    out = Measurement(
+        spec, forward_mult_adds=mult_adds, parameters=params, paired_threads=paired_threads, passes=passes
+    )
     out.baseline_memory_bytes = torch.cuda.memory_allocated(device) if device.type == "cuda" else _max_rss()
     for i in range(spec.warmup + spec.steps):
         _sync(device)
@@ -233,6 +238,7 @@ def _pooled(a: Measurement, b: Measurement) -> Measurement:
         forward_mult_adds=a.forward_mult_adds,
         parameters=a.parameters,
         paired_threads=a.paired_threads,
+        passes=a.passes,
     )
 
 
@@ -268,6 +274,7 @@ def measure_isolated(spec: BenchSpec, timeout: float = 3600.0) -> Measurement:
         raise RunFailed(f"benchmark of {spec.method} at batch {spec.batch} failed: {tail[0]}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     row.pop("spec")
+    row["passes"] = tuple(row["passes"])
     return Measurement(spec=spec, **row)
 
 
@@ -281,19 +288,18 @@ def _worker(spec_json: str) -> None:
 # ---- FLOPs and the report -----------------------------------------------------------------------------------------
 
 
-def step_flops(method: str, forward_mult_adds: int, batch: int) -> float:
-    """FLOPs of one step: F = 2 x mult-adds x batch per forward; weight pass 3F, alpha pass 2F, training step 3F."""
+def step_flops(passes: tuple[int, int], forward_mult_adds: int, batch: int) -> float:
+    """FLOPs of one step of (weight passes, alpha passes): F = 2 x mult-adds x batch per forward; a weight pass
+    (a training step's one among them) 3F, an alpha pass 2F."""
     forward = 2.0 * forward_mult_adds * batch
-    if method == TRAIN_NAME:
-        return 3.0 * forward
-    weight_passes, alpha_passes = PASSES[method]
+    weight_passes, alpha_passes = passes
     return forward * (3.0 * weight_passes + 2.0 * alpha_passes)
 
 
 def summarise(m: Measurement, peak_gflops: float) -> dict:
     """The JSON row of one measurement."""
     median = statistics.median(m.seconds)
-    flops = step_flops(m.spec.method, m.forward_mult_adds, m.spec.batch)
+    flops = step_flops(m.passes, m.forward_mult_adds, m.spec.batch)
     return {
         "method": m.spec.method,
         "batch": m.spec.batch,

@@ -3,6 +3,8 @@
 `Architecture` holds alpha_normal and alpha_reduce (14 x 8 each). `SearchNetwork(x, arch)` takes the
 architecture as an argument, so RARTS's two weight sets w and y are two plain SearchNetwork instances that
 share one Architecture, an optimiser over `net.parameters()` never sees alpha, and DDP wraps weights only.
+
+The modules are the plain ones of the DARTS paper; rarts.fast swaps in faster CPU versions with the same values.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rarts.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, make_op, weighted_norm
+from rarts.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
 NUM_NODES = 4
 NUM_EDGES = sum(2 + i for i in range(NUM_NODES))  # 14
@@ -40,19 +42,11 @@ ArchLike = Union[Architecture, tuple[torch.Tensor, torch.Tensor]]
 
 
 class MixedOp(nn.Module):
-    """Softmax-weighted sum of the primitives on one edge.
+    """The mixed operation of one edge: the weighted sum of the primitives, sum_k w_k op_k(x).
 
     `none` contributes exactly zero, so its op is never run; its alpha still takes part in the softmax.
     Pools are followed by a BatchNorm without affine, as in DARTS.
-
-    The four convolution ops all begin with a ReLU of the same input: it is computed once and shared, which saves
-    three activations per edge in time and in memory kept for the backward pass (the same arithmetic, the same
-    modules and parameter names). Every op but the identity ends in a BatchNorm without affine parameters; its
-    output times the op's weight is `weighted_norm`, which on the CPU keeps one tensor per op for the backward pass,
-    not two.
     """
-
-    fused_norm = True  # False: weight * op(x) as written (the benchmarks switch it to compare)
 
     def __init__(self, C: int, stride: int):
         super().__init__()
@@ -71,23 +65,8 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W); weights: (8,) mixing weights of this edge. Returns (N, C, H/stride, W/stride)."""
         out = None
-        activated = None
         for k, op in zip(self.op_index, self.ops):
-            if isinstance(op, (DilConv, SepConv)):
-                if activated is None:
-                    activated = op.activation(x)
-                if self.fused_norm:
-                    term = weighted_norm(op.before_norm(activated), op.norm, weights[k])
-                else:
-                    term = weights[k] * op.after_activation(activated)
-            elif not self.fused_norm:
-                term = weights[k] * op(x)
-            elif isinstance(op, FactorizedReduce):
-                term = weighted_norm(op.before_norm(x), op.norm, weights[k])
-            elif isinstance(op, nn.Sequential) and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d)):
-                term = weighted_norm(x, op[1], weights[k], before=op[0])  # the pool is recomputed in the backward
-            else:
-                term = weights[k] * op(x)
+            term = weights[k] * op(x)
             out = term if out is None else out + term
         return out
 

@@ -9,7 +9,12 @@ A method owns the supernet weights w (RARTS also y), the architecture alpha and 
 `step` runs the method's `sweep`, a tuple of block names such as ("alpha", "w"), calling `update_<block>` for
 each in that order. Every update takes (train_batch, val_batch), changes only its own block, and returns its
 metrics. Writing the order down as data keeps each method's file its update rule and nothing else, and lets
-tests call and check the blocks one by one.
+tests call and check the blocks one by one. The sweep is fixed by the method and its settings.
+
+Each method also writes down the passes its step makes (`passes`: forward-backward passes to the weights, to
+alpha only, and how many pairs of them are independent of each other); rarts.bench counts FLOPs by them. The two
+passes of an independent pair go to the method's `executor`, which runs them in turn (`InTurn`) unless the
+search loop hands in another (rarts.fast.paired runs them at once); the values are the same either way.
 
 The weight optimiser is SGD with momentum and weight decay (`WeightSGD`, written out here so that DARTS 2nd
 order can form its virtual step from the momentum buffer it owns), gradient clipping by global norm, and a
@@ -23,8 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +38,6 @@ from torch import nn
 from torch.func import functional_call
 
 from rarts.errors import UsageError
-from rarts.ops import frozen_statistics, module_switch
-from rarts.search.paired import PairedPasses
 from rarts.supernet import Architecture, SearchNetwork
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
@@ -176,21 +180,33 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) == target).float().mean()
 
 
-def without_weight_grads(net: nn.Module) -> contextlib.AbstractContextManager:
-    """Within the block, the parameters of `net` that require gradients do not. Threads may hold it at once (two
-    alpha passes of one network side by side: rarts.ops.module_switch)."""
+@contextlib.contextmanager
+def frozen_statistics(net: nn.Module) -> Iterator[None]:
+    """Within the block, training-mode BatchNorm layers of `net` normalise with batch statistics without
+    updating their running statistics (nor their batch counters). Nested, the inner block changes nothing."""
+    batchnorm = nn.modules.batchnorm._BatchNorm
+    layers = [m for m in net.modules() if isinstance(m, batchnorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
 
-    def switch_off() -> list[nn.Parameter]:
-        params = [p for p in net.parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        return params
 
-    def switch_on(params: list[nn.Parameter]) -> None:
+@contextlib.contextmanager
+def without_weight_grads(net: nn.Module) -> Iterator[None]:
+    """Within the block, the parameters of `net` that require gradients do not. Nested, the inner block changes
+    nothing."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
         for p in params:
             p.requires_grad_(True)
-
-    return module_switch(net, "without_weight_grads", switch_off, switch_on)
 
 
 def reinitialise(net: nn.Module) -> nn.Module:
@@ -205,17 +221,47 @@ def cosine_scheduler(optimizer: torch.optim.Optimizer, epochs: int, lr_min: floa
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr_min)
 
 
+@dataclass(frozen=True)
+class Passes:
+    """The forward-backward passes of one step: `weight` passes (the backward to the weights and the inputs, about
+    twice a forward's work) and `alpha` passes (the backward to alpha only, about one forward's), of which `pairs`
+    pairs are independent of each other (neither reads what the other changes), which the executor may run at once.
+    """
+
+    weight: int
+    alpha: int
+    pairs: int = 0
+
+
+class Executor(Protocol):
+    """How the two passes of an independent pair run: `run(first, second)` returns (first(), second())."""
+
+    at_once: bool  # whether both passes' graphs may be held at once
+
+    def run(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]: ...
+
+
+class InTurn:
+    """The default executor: first, then second (one pass's graph at a time)."""
+
+    at_once = False
+
+    def run(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+        return first(), second()
+
+
 class SearchMethod:
     """Base class of the search methods; see the module docstring for the interface."""
 
     name: str = ""
     sweep: tuple[str, ...] = ("alpha", "w")  # the blocks `step` updates, in order
     sweeps: tuple[str, ...] = ("gauss-seidel",)  # the values of the `sweep` setting the method accepts
+    passes: Passes  # the passes one step makes: each method writes down its own
+    # Runs the two passes of each independent pair: in turn, unless the loop hands in another (rarts.fast.paired).
+    executor: Executor = InTurn()
     # Every weight and alpha gradient passes through grad_sync before it is used: the identity on one process;
     # a data-parallel run sets it to an all-reduce that averages the gradients over the processes.
     grad_sync: Callable[[list[torch.Tensor]], list[torch.Tensor]] = staticmethod(list)
-    # Runs two independent passes at once (rarts.search.paired.PairedPasses), or None: one after the other.
-    paired: Optional[PairedPasses] = None
 
     def __init__(
         self,
@@ -269,17 +315,6 @@ class SearchMethod:
         for scheduler in self.schedulers.values():
             scheduler.step()
 
-    def has_paired_passes(self) -> bool:
-        """Whether a step has pairs of independent passes that `side_by_side` could run at once."""
-        return False
-
-    def use_paired_passes(self, runner: Optional[PairedPasses]) -> None:
-        """Run the independent pairs of passes on `runner` from now on (None: one after the other). A method without
-        such pairs (`has_paired_passes`) refuses a runner."""
-        if runner is not None and not self.has_paired_passes():
-            raise ValueError(f"method {self.name} has no independent passes to pair")
-        self.paired = runner
-
     def learning_rates(self) -> dict[str, float]:
         return {f"{key}_lr" if key != "w" else "lr": opt.param_groups[0]["lr"] for key, opt in self.optimizers.items()}
 
@@ -314,13 +349,6 @@ class SearchMethod:
 
     # -- helpers for the update rules ----------------------------------------------------------------------------
 
-    def side_by_side(self, first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
-        """(first(), second()) for two passes that neither read nor change what the other changes: at once on
-        `paired` when the run has it, else first, then second."""
-        if self.paired is None:
-            return first(), second()
-        return self.paired.run(first, second)
-
     def mixing(self, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """softmax(alpha) per edge, (normal, reduce), each (14, 8); detached for steps that need no alpha gradient."""
         w_normal, w_reduce = self.arch.weights()
@@ -330,9 +358,19 @@ class SearchMethod:
 
     def alpha_pass(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """grad_alpha of the loss of `net` on `batch` (alpha only, running statistics untouched): (loss, logits,
-        gradients). Two of them, of one network or two, may run at once (`side_by_side`)."""
+        gradients)."""
         loss, logits = self.loss(net, batch, self.mixing(), update_stats=False, weight_grads=False)
         return loss, logits, self.alpha_gradient(loss)
+
+    def alpha_passes(self, first: tuple[nn.Module, Batch], second: tuple[nn.Module, Batch]) -> tuple[Any, Any]:
+        """`alpha_pass` of two (network, batch) pairs, an independent pair handed to the executor. The networks'
+        statistics updates and weight gradients are switched off around both passes, not within each: when the
+        two share a network and run at once, the first to end would otherwise switch them on under the other."""
+        with contextlib.ExitStack() as stack:
+            for net in {id(net): net for net, _ in (first, second)}.values():
+                stack.enter_context(frozen_statistics(net))
+                stack.enter_context(without_weight_grads(net))
+            return self.executor.run(lambda: self.alpha_pass(*first), lambda: self.alpha_pass(*second))
 
     def alphas(self) -> list[nn.Parameter]:
         return self.arch.alphas()
@@ -358,7 +396,7 @@ class SearchMethod:
             so the forward passes of alpha steps and virtual points leave them as the weight steps made them.
         weight_grads: False for a pass whose loss is differentiated to alpha only: the forward runs with the
             weights' requires_grad off, so autograd neither records nor keeps anything for weight gradients (the
-            library's nodes skip them anyway; the custom ones of rarts.ops learn it only this way).
+            library's nodes skip them anyway; the custom ones of rarts.fast learn it only this way).
         """
         x, target = batch
         with contextlib.ExitStack() as stack:

@@ -34,7 +34,7 @@ class SearchConfig:
     threads: Optional[int] = free(None)  # CPU threads for torch; None keeps torch's default (one per core)
     channels_last: bool = False  # NHWC activations and weights (faster convolutions on some CPUs)
     # rarts and milenas on the CPU with 2+ threads: run their independent passes two at once, each on half the
-    # threads (rarts.search.paired); faster, but both passes' graphs are held at once. Other methods, GPUs: no effect.
+    # threads (rarts.fast.paired); faster, but both passes' graphs are held at once. Other methods, GPUs: no effect.
     paired_passes: bool = free(True)
     log_every: int = free(20)  # steps between host syncs: progress bar, non-finite check
     checkpoint_every: int = free(0)  # steps between extra checkpoints within an epoch; 0: at epoch ends only

@@ -9,12 +9,13 @@ which is why it stalls at (alpha, w) = (2, 2) on the paper's solvable model (sec
 
 from __future__ import annotations
 
-from rarts.search.base import Batch, Metrics, SearchMethod, accuracy, register_method
+from rarts.search.base import Batch, Metrics, Passes, SearchMethod, accuracy, register_method
 
 
 @register_method("darts1")
 class DARTS1(SearchMethod):
     sweep = ("alpha", "w")
+    passes = Passes(weight=1, alpha=1)  # alpha: L_val, to alpha only; w: L_train with the new alpha
 
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         loss, logits = self.loss(self.w, val_batch, self.mixing(), update_stats=False, weight_grads=False)

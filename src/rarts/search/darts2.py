@@ -16,12 +16,23 @@ from __future__ import annotations
 
 import torch
 
-from rarts.search.base import Batch, Metrics, SearchMethod, accuracy, global_norm, register_method, zeros_for_unused
+from rarts.search.base import (
+    Batch,
+    Metrics,
+    Passes,
+    SearchMethod,
+    accuracy,
+    global_norm,
+    register_method,
+    zeros_for_unused,
+)
 
 
 @register_method("darts2")
 class DARTS2(SearchMethod):
     sweep = ("alpha", "w")
+    # the virtual step's g_train; L_val at w' to alpha and w'; w: L_train; two alpha-only passes at w +- eps v
+    passes = Passes(weight=3, alpha=2)
 
     def xi(self) -> float:
         return self.settings.xi if self.settings.xi is not None else self.optimizers["w"].param_groups[0]["lr"]

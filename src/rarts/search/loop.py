@@ -38,6 +38,8 @@ import torch
 
 from rarts.config import config_to_dict
 from rarts.distributed import World, any_process, average_buffers, barrier, distribute_search
+from rarts.fast import paired as paired_passes
+from rarts.fast import use_fast_paths
 from rarts.genotype import derive_genotype
 from rarts.runs import (
     CHECKPOINT_NAME,
@@ -52,7 +54,6 @@ from rarts.runs import (
     save_checkpoint,
     write_records,
 )
-from rarts.search import paired as paired_passes
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
 from rarts.search.config import SearchConfig
 from rarts.search.data import SearchData, prepare_data
@@ -103,6 +104,7 @@ def _run_search(cfg, run_dir: Path, world, device, ckpt, say, quiet, arch_penalt
     net = SearchNetwork(cfg.channels, data.num_classes, cfg.layers).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_fast_paths(net)
     arch = Architecture().to(device)
     latency = _latency_penalty(cfg, net, data.image_size)
     if latency is not None and arch_penalty is None:
@@ -249,7 +251,7 @@ class _LoopState:
             dynamic_ncols=True,
         )
         out = bar.write if not bar.disable else say
-        also = ", or paired_passes=false (one pass's graph at a time)" if method.paired is not None else ""
+        also = ", or paired_passes=false (one pass's graph at a time)" if method.executor.at_once else ""
         try:
             with memory_advice(self.device, cfg, lambda: f"at {self.place(self.step)}", self.kept, also):
                 self._epochs(logger, alphas_path, on_step, bar, out)

@@ -11,22 +11,18 @@ training batch.
 
 from __future__ import annotations
 
-from rarts.search.base import Batch, Metrics, SearchMethod, accuracy, register_method
+from rarts.search.base import Batch, Metrics, Passes, SearchMethod, accuracy, register_method
 
 
 @register_method("milenas")
 class MiLeNAS(SearchMethod):
     sweep = ("w", "alpha")
-
-    def has_paired_passes(self) -> bool:
-        # the alpha passes on the validation and the training batch, both at the new w, are independent
-        return True
+    # w: L_train; alpha: L_val and L_train at the new w, to alpha only, independent of each other
+    passes = Passes(weight=1, alpha=2, pairs=1)
 
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
-        # One backward pass per term. One after the other, the two graphs are never held at once (half the peak
-        # memory); side by side (rarts.search.paired, on the CPU with two or more threads) they are.
-        (loss_val, logits, g_val), (_, _, g_train) = self.side_by_side(
-            lambda: self.alpha_pass(self.w, val_batch), lambda: self.alpha_pass(self.w, train_batch)
-        )
+        # One backward pass per term. In turn, the two graphs are never held at once (half the peak memory); an
+        # executor that runs them at once holds both.
+        (loss_val, logits, g_val), (_, _, g_train) = self.alpha_passes((self.w, val_batch), (self.w, train_batch))
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from rarts.search.base import SearchMethod, register_method
+from rarts.search.base import Passes, SearchMethod, register_method
 
 
 @register_method("random")
 class RandomSearch(SearchMethod):
     sweep = ("w",)
+    passes = Passes(weight=1, alpha=0)  # w only
 
     def start_epoch(self, epoch: int) -> None:
         if epoch == 0 or self.settings.random_resample == "epoch":

@@ -14,13 +14,13 @@ w and y step by `WeightSGD` (momentum, weight decay) after clipping, each with i
 follows w's unless y_lr is set); alpha by Adam. The coupling gradients beta * (w - y) are tensor arithmetic.
 What is clipped to the global norm grad_clip is each line's whole gradient, data term plus coupling term; weight
 decay comes after, as in DARTS's weight step.
-The sweep order is the class attribute `sweep`; each line is one `update_<block>` method.
 
-Lines 1 and 2 are independent but for line 2's coupling term: y's data gradient is taken at the old y, which line
-1 leaves alone. So are line 3's two alpha passes, at the new w and the new y. A run that pairs passes
-(rarts.search.paired: on the CPU with two or more threads) takes each pair side by side on two threads; the
-sweep is then ("wy", "alpha"), `update_wy` being lines 1 and 2 with their data terms taken at once. The values
-are those of the line-by-line sweep (the same operations in the same order on each network).
+Each line is one `update_<block>` method; the sweep is ("wy", "alpha"), `update_wy` being lines 1 and 2. Their data
+terms are an independent pair (y's is taken at the old y, which line 1 leaves alone; only line 2's coupling term
+needs the new w), so it takes both data terms, then line 1's step, then line 2's: the values of `update_w`
+followed by `update_y`. Line 3's two alpha passes, at the new w and the new y, are another pair. The method's
+executor runs each pair in turn, or both passes at once (rarts.fast.paired); each network sees the same operations
+in the same order either way.
 
 y starts as a copy of w (y_init="copy"), from its own random initialisation ("independent"), or is w itself
 ("tied"): then the y line and the coupling drop out and, with lam = 1, RARTS is MiLeNAS (section 3.2; with another
@@ -41,6 +41,7 @@ import torch
 from rarts.search.base import (
     Batch,
     Metrics,
+    Passes,
     SearchMethod,
     WeightSGD,
     accuracy,
@@ -54,19 +55,26 @@ from rarts.search.base import (
 
 @register_method("rarts")
 class RARTS(SearchMethod):
-    sweep = ("w", "y", "alpha")  # eq. (4): one Gauss-Seidel sweep, in this order
+    sweep = ("wy", "alpha")  # eq. (4): one Gauss-Seidel sweep, lines 1 and 2, then line 3
     sweeps = ("gauss-seidel", "jacobi")
+    # w on L_train, y on L_val (a pair); alpha: L_train(w) and L_val(y), to alpha only (a pair)
+    passes = Passes(weight=2, alpha=2, pairs=2)
 
     def __init__(self, w, arch, settings=None, arch_penalty=None, arch_penalty_weight=0.0):
         super().__init__(w, arch, settings, arch_penalty, arch_penalty_weight)
         s = self.settings
         self.tied = s.y_init == "tied"
         if s.sweep == "jacobi":
+            # One backward per network gives both its weight gradient and its part of alpha's; w's and y's are a
+            # pair. Tied, the second pass is an alpha-only pass of w itself and follows w's: at once, it would switch
+            # off the weight gradients w's pass needs.
             self.sweep = ("jacobi",)
+            self.passes = Passes(weight=1, alpha=1) if self.tied else Passes(weight=2, alpha=0, pairs=1)
+        elif self.tied:
+            self.sweep = ("w", "alpha")  # MiLeNAS's sweep
+            self.passes = Passes(weight=1, alpha=2, pairs=1)
         if self.tied:
             self.y = w
-            if s.sweep != "jacobi":
-                self.sweep = ("w", "alpha")
             return
         self.y = copy.deepcopy(w)
         if s.y_init == "independent":
@@ -78,17 +86,6 @@ class RARTS(SearchMethod):
 
     def networks(self):
         return {"w": self.w} if self.tied else {"w": self.w, "y": self.y}
-
-    def has_paired_passes(self) -> bool:
-        # w's and y's weight passes are independent, and so are the alpha passes at w and at y (rarts.search.paired);
-        # a tied y keeps the alpha pair (two alpha-only passes of one network may run at once), but its Jacobi step
-        # has none: the alpha-only pass would switch off the weight gradients the other pass of w needs.
-        return not (self.tied and self.settings.sweep == "jacobi")
-
-    def use_paired_passes(self, runner) -> None:
-        super().use_paired_passes(runner)
-        if self.settings.sweep == "gauss-seidel" and not self.tied:
-            self.sweep = ("w", "y", "alpha") if runner is None else ("wy", "alpha")
 
     def weight_pass(self, key: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """The data term of line 1 (key "w": lam * grad_w L_train(w, alpha)) or line 2 (key "y": grad_y L_val(y,
@@ -121,18 +118,16 @@ class RARTS(SearchMethod):
     def update_wy(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4), lines 1 and 2, their data terms taken side by side: y's is at the old y, which line 1 leaves
         # alone, so only line 2's coupling term sees the new w. The same values as update_w, then update_y.
-        w_data, y_data = self.side_by_side(
+        w_data, y_data = self.executor.run(
             lambda: self.weight_pass("w", train_batch), lambda: self.weight_pass("y", val_batch)
         )
         return {**self.update_w(train_batch, val_batch, w_data), **self.update_y(train_batch, val_batch, y_data)}
 
     def update_alpha(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4), line 3: lam * grad_a L_train(w, alpha) + grad_a L_val(y, alpha), with w and y of lines 1-2.
-        # One backward pass per term: one after the other, the two graphs are never held at once (half the peak
-        # memory); side by side they are.
-        (loss_val, logits, g_val), (_, _, g_train) = self.side_by_side(
-            lambda: self.alpha_pass(self.y, val_batch), lambda: self.alpha_pass(self.w, train_batch)
-        )
+        # One backward pass per term: in turn, the two graphs are never held at once (half the peak memory); at
+        # once, they are.
+        (loss_val, logits, g_val), (_, _, g_train) = self.alpha_passes((self.y, val_batch), (self.w, train_batch))
         metrics = self.apply_alpha_gradient([gv + self.settings.lam * gt for gv, gt in zip(g_val, g_train)])
         return {"arch_loss": loss_val.detach(), "arch_acc": accuracy(logits.detach(), val_batch[1]), **metrics}
 
@@ -146,8 +141,8 @@ class RARTS(SearchMethod):
 
     def update_jacobi(self, train_batch: Batch, val_batch: Batch) -> Metrics:
         # eq. (4) with every right-hand side at the current point (w, y, alpha). One backward per network:
-        # lam * L_train(w, alpha) to w and alpha, L_val(y, alpha) to y and alpha (the two side by side when the
-        # run pairs passes). The coupling terms use the old w, y.
+        # lam * L_train(w, alpha) to w and alpha, L_val(y, alpha) to y and alpha (an independent pair). The coupling
+        # terms use the old w, y.
         lam, beta = self.settings.lam, self.settings.beta
         if self.tied:  # y is w: its L_val term needs alpha's gradient only, taken before w moves
             loss_train, logits_train, g_alpha, g_w = self.jacobi_pass(self.w, train_batch, lam)
@@ -155,7 +150,7 @@ class RARTS(SearchMethod):
             self.apply_weight_gradient("w", self.w, g_w)
             metrics = {}
         else:
-            (loss_train, logits_train, g_alpha, g_w), (loss_val, logits_val, g_alpha_val, g_y) = self.side_by_side(
+            (loss_train, logits_train, g_alpha, g_w), (loss_val, logits_val, g_alpha_val, g_y) = self.executor.run(
                 lambda: self.jacobi_pass(self.w, train_batch, lam), lambda: self.jacobi_pass(self.y, val_batch, 1.0)
             )
             w_params, y_params = list(self.w.parameters()), list(self.y.parameters())

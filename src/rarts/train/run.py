@@ -25,6 +25,7 @@ import torch
 from rarts import runs
 from rarts.config import config_to_dict
 from rarts.errors import UsageError
+from rarts.fast import use_fast_paths
 from rarts.genotype import Genotype, load_genotype
 from rarts.network import count_params
 from rarts.train.config import TrainConfig
@@ -131,6 +132,7 @@ class _Training:
         self.mult_adds = count_mult_adds(net, (3, self.data.input_size, self.data.input_size))
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
+        use_fast_paths(net)
         self.net = net
         self.model = wrap_model(net, device)
         self.optimizer = make_optimizer(cfg, net)

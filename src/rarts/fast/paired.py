@@ -1,30 +1,27 @@
-"""Two independent passes of a search step at once, each on a thread of its own: RARTS's and MiLeNAS's pairs.
+"""Two independent passes of a search step at once, each on a thread of its own: an executor for RARTS and MiLeNAS.
 
-A Gauss-Seidel RARTS step (eq. 4) makes two weight passes, w's on the training batch and y's on the validation
-batch, then two alpha-only passes, at the new w and at the new y. The two passes of each pair are independent: y's
-gradient of L_val is taken at the old y (line 1 changes w only, and line 2 needs the new w for its coupling term
-alone), and the alpha passes read w and y and change neither. MiLeNAS's alpha step is such a pair too: its
-alpha-only passes on the validation and the training batch, both at the new w. Two alpha-only passes of one
-network (MiLeNAS, RARTS with y tied to w) both switch the network's weight gradients and statistics updates off
-while they run; rarts.ops.module_switch keeps the switches off until the last of them has finished. DARTS's
-passes have no such pairs: its weight pass needs the alpha its alpha pass just produced (1st order), and its 2nd
-order's two finite-difference passes swap the network's weights in and out as they run.
+A method states how many independent pairs of passes its step has (`SearchMethod.passes.pairs`) and hands each
+pair to its executor (`SearchMethod.executor`), which by default runs them in turn. A Gauss-Seidel RARTS step
+(eq. 4) has two: its weight passes, w's on the training batch and y's on the validation batch (y's gradient of
+L_val is taken at the old y; line 2 needs the new w for its coupling term alone), and its alpha-only passes at
+the new w and the new y, which read w and y and change neither. MiLeNAS's alpha step is one: its alpha-only passes
+on the validation and the training batch, both at the new w. DARTS's passes have no such pairs: its weight pass
+needs the alpha its alpha pass just produced (1st order), and its 2nd order's finite-difference passes run in turn.
 
 On a CPU the pairs pay when run side by side: the search network's kernels are small (16 channels), so two
 intra-op threads on one pass keep each other waiting, while two threads that each run a whole pass of their own do
 not. `PairedPasses(threads)` holds two worker threads with threads // 2 torch threads each (an odd count leaves
 one out: a pair takes as long as its slower pass), and `run(first, second)` hands a pass to each and waits for
-both. Measured on two threads only (the README's figures). Each pass runs as it
-would alone (the same operations in the same order), so a step computes what it computes one pass after the other,
-up to the rounding that the number of intra-op threads may change: with one thread per worker it equals a serial
-step on one thread bit for bit (tests/test_paired.py). Grad mode and autocast are per thread in torch: a worker
-runs with gradients on and no autocast, which is what the search's passes need on the CPU.
+both. Each pass runs as it would alone (the same operations in the same order), so a step computes what it
+computes one pass after the other, up to the rounding that the number of intra-op threads may change: with one
+thread per worker it equals a serial step on one thread bit for bit (tests/test_paired.py). Grad mode and
+autocast are per thread in torch: a worker runs with gradients on and no autocast, which is what the search's
+passes need on the CPU.
 
 The cost is memory: both graphs of a pair are held at once. Ctrl-C stops the waiting thread at once; closing the
-runner then waits for the passes in flight to end (up to a pass's time). Methods use it through
-`SearchMethod.side_by_side`; `attach(method, device, enabled)` decides whether a run uses it: on the CPU, with at
-least two torch threads, for a method whose passes come in independent pairs (RARTS, MiLeNAS);
-`pair` does the same for as long as the method lives.
+runner then waits for the passes in flight to end (up to a pass's time). Whether a run pairs is decided in one
+place, `runner_for`: on the CPU, with at least two torch threads, for a method whose step has pairs. `attach`
+hands its runner to a method for a block, `pair` for as long as the method lives.
 """
 
 from __future__ import annotations
@@ -86,6 +83,8 @@ def _serve(jobs: queue.SimpleQueue, threads: int, ready: Future) -> None:
 class PairedPasses:
     """Runs two callables at once on two worker threads that share `threads` torch threads between them."""
 
+    at_once = True  # (an executor's flag: the two passes' graphs are held at once)
+
     def __init__(self, threads: int):
         if threads < 2:
             raise ValueError(f"two passes side by side need at least 2 threads, got {threads}")
@@ -124,26 +123,34 @@ def usable(device: torch.device, enabled: bool = True) -> Optional[int]:
     return threads if threads >= 2 else None
 
 
-def pair(method, device: torch.device, enabled: bool = True) -> Optional[PairedPasses]:
-    """Make `method` run its independent pairs of passes side by side where that can pay (see `usable`) and the
-    method has such pairs; returns the PairedPasses now in use (its threads end with it), or None."""
+def runner_for(method, device: torch.device, enabled: bool = True) -> Optional[PairedPasses]:
+    """A PairedPasses for `method` (a rarts.search.base.SearchMethod) where pairing can pay (see `usable`) and its
+    step has pairs of independent passes, else None."""
     threads = usable(device, enabled)
-    if threads is None or not method.has_paired_passes():
+    if threads is None or not method.passes.pairs:
         return None
-    runner = PairedPasses(threads)
-    method.use_paired_passes(runner)
+    return PairedPasses(threads)
+
+
+def pair(method, device: torch.device, enabled: bool = True) -> Optional[PairedPasses]:
+    """Make `method` run its independent pairs of passes side by side where `runner_for` says so; returns the
+    PairedPasses now its executor (its threads end with it), or None."""
+    runner = runner_for(method, device, enabled)
+    if runner is not None:
+        method.executor = runner
     return runner
 
 
 @contextlib.contextmanager
 def attach(method, device: torch.device, enabled: bool = True) -> Iterator[Optional[PairedPasses]]:
-    """`pair` for the block: afterwards the method runs its passes in turn again and the workers have ended."""
-    runner = pair(method, device, enabled)
+    """`pair` for the block: afterwards the method has its executor of before again and the workers have ended."""
+    runner = runner_for(method, device, enabled)
     if runner is None:
         yield None
         return
+    before, method.executor = method.executor, runner
     try:
         yield runner
     finally:
-        method.use_paired_passes(None)
+        method.executor = before
         runner.close()
