@@ -1,4 +1,4 @@
-"""The scripts in benchmarks/ that the README's figures come from still run, on a tiny network, and write what
+"""The scripts in benchmarks/ that the documentation's figures come from still run, on a tiny network, and write what
 they say: benchmarks/search_ratios.py (methods in processes of their own, stepped in turn) and
 benchmarks/core_sharing.py (passes alone, on two threads and paired)."""
 

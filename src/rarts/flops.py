@@ -11,7 +11,7 @@ Counted per image, in eval mode (so the auxiliary head is off). Two conventions:
 
 DARTS_V2 on ImageNet (48 channels, 14 cells, 224 x 224) has 529.9M mult-adds and 544.6M operations under the
 second rule. The DARTS paper reports 574M and its code does not say how that was counted; neither rule here
-reproduces it (see the README).
+reproduces it (docs/genotypes.md).
 """
 
 from __future__ import annotations

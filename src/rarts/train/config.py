@@ -40,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # max gradient norm; 0 is off
     seed: int = 0
     device: str = free("auto")
-    # Off by default: on an H200 both made this network train slower (benchmarks/train_speed.py, README).
+    # Off by default: on an H200 both make this network train slower (benchmarks/train_speed.py, docs/performance.md).
     amp: str = "off"  # off, bf16, fp16 (with a GradScaler), auto (CUDA: bf16 where supported, else fp16; CPU: off)
     channels_last: str = "off"  # off, on, auto (on with CUDA, off on CPU)
     workers: int = free(4)  # decoding processes for image folders (folder, imagenet)
