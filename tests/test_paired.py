@@ -338,3 +338,23 @@ def test_out_of_memory_in_a_paired_pass_fails_with_advice(tmp_path, monkeypatch)
     finally:
         torch.set_num_threads(1)
     assert not set(threading.enumerate()) - before  # the run's workers were closed
+
+
+@pytest.mark.parametrize("name", ["rarts", "milenas"])
+def test_a_pair_run_in_turn_frees_the_first_graph_before_the_second_pass(name):
+    """In turn, the second pass of a pair must not run while the first pass's graph is still referenced: the
+    passes hand back detached losses and logits, so only gradients outlive a pass. (Holding the graph cost rarts
+    about 0.4 GB more peak memory at batch 32 on the paper's network than a step of w, then y.)"""
+    method = make(name, fast=True)
+    held = []
+
+    class Watching(InTurn):
+        def run(self, first, second):
+            a = first()
+            held.append([t.grad_fn is None and not t.requires_grad for t in a[:2]])
+            return a, second()
+
+    method.executor = Watching()
+    train, val = batches()[:2]
+    method.step(train, val)
+    assert len(held) == method.passes.pairs and all(all(flags) for flags in held)

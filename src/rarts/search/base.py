@@ -358,9 +358,10 @@ class SearchMethod:
 
     def alpha_pass(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """grad_alpha of the loss of `net` on `batch` (alpha only, running statistics untouched): (loss, logits,
-        gradients)."""
+        gradients). Loss and logits come back detached, so the pass's graph is freed as soon as it ends, before the
+        other pass of a pair run in turn begins."""
         loss, logits = self.loss(net, batch, self.mixing(), update_stats=False, weight_grads=False)
-        return loss, logits, self.alpha_gradient(loss)
+        return loss.detach(), logits.detach(), self.alpha_gradient(loss)
 
     def alpha_passes(self, first: tuple[nn.Module, Batch], second: tuple[nn.Module, Batch]) -> tuple[Any, Any]:
         """`alpha_pass` of two (network, batch) pairs, an independent pair handed to the executor. The networks'

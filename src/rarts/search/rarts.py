@@ -93,7 +93,8 @@ class RARTS(SearchMethod):
         net = self.w if key == "w" else self.y
         loss, logits = self.loss(net, batch, self.mixing(detach=True))
         objective = self.settings.lam * loss if key == "w" else loss
-        return loss, logits, list(torch.autograd.grad(objective, list(net.parameters())))
+        grads = list(torch.autograd.grad(objective, list(net.parameters())))
+        return loss.detach(), logits.detach(), grads  # detached: the graph is freed before the pair's other pass
 
     def update_w(self, train_batch: Batch, val_batch: Batch, data=None) -> Metrics:
         # eq. (4), line 1: lam * grad_w L_train(w, alpha) + beta * (w - y)
