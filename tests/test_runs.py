@@ -633,3 +633,18 @@ def test_both_old_generator_layouts_restore_the_same_state():
     for old in (search_v1, train_v1):
         restore_rng(upgrade_rng(old), cpu)
         assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_old_run_folders_still_report(tmp_path):
+    from rarts import report as rep
+
+    (run,), notes = rep.collect_runs([OLD_RUNS / "search-whole"])
+    assert run.method == "darts1" and run.summary["format_version"] == 1 and run.metrics and run.alphas
+    assert (
+        rep.supernet_accuracy(run, "val")
+        == 100.0 * json.loads((OLD_RUNS / "search-whole" / "summary.json").read_text())["final_val_acc"]
+    )
+    train = rep.load_train_run(OLD_RUNS / "train-whole")
+    assert train.config["channels"] == 2 and "init_channels" not in train.config  # the old name, read as the new
+    paths = rep.build_report([run], tmp_path / "report", toy_figure=False)
+    assert "| DARTS (1st order), seed 0 | — | — | — | 0.0 / 0.0 |" in paths["markdown"].read_text()
