@@ -343,8 +343,8 @@ def test_out_of_memory_in_a_paired_pass_fails_with_advice(tmp_path, monkeypatch)
 @pytest.mark.parametrize("name", ["rarts", "milenas"])
 def test_a_pair_run_in_turn_frees_the_first_graph_before_the_second_pass(name):
     """In turn, the second pass of a pair must not run while the first pass's graph is still referenced: the
-    passes hand back detached losses and logits, so only gradients outlive a pass. (Holding the graph cost rarts
-    about 0.4 GB more peak memory at batch 32 on the paper's network than a step of w, then y.)"""
+    passes hand back detached losses and logits, so only gradients outlive a pass and a step in turn holds one
+    pass's graph at a time."""
     method = make(name, fast=True)
     held = []
 
