@@ -86,7 +86,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells", type=int, default=8)
+    p.add_argument(
+        "--layers", "--cells", dest="layers", type=int, default=8, help="number of cells (--cells: older name)"
+    )
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--warmup", type=int, default=1)
@@ -97,7 +99,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     seed_everything(0)
-    spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    spec = BenchSpec("rarts", args.batch, args.channels, args.layers, args.image_size, device="cpu")
     method, train, val = search_method(spec, torch.device("cpu"))  # pairs its passes: two workers, 1 thread each
     runner = method.executor
     if not runner.at_once or runner.threads != (1, 1):

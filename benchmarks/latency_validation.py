@@ -4,7 +4,7 @@
     python benchmarks/latency_validation.py --part genotypes --genotypes 30 --threads 2
     python benchmarks/latency_validation.py --part search --weight 0.05
 
-Part `genotypes`: measures a genotype-agnostic table for the final network (--dataset, --channels, --cells),
+Part `genotypes`: measures a genotype-agnostic table for the final network (--dataset, --channels, --layers),
 then `--genotypes` random genotypes' final networks as whole forward passes, and compares the table's
 prediction with the measurement: Spearman rank correlation, and the spread of measured / predicted.
 Part `search`: measures a table for the search network of `--preset`, runs `rarts search` on that preset twice
@@ -80,11 +80,11 @@ def part_genotypes(args: argparse.Namespace, device: torch.device) -> dict:
     a change of load on a shared machine falls on both alike."""
     rng = random.Random(args.seed)
     genotypes = [random_genotype(rng) for _ in range(args.genotypes)]
-    plan = final_plan(args.dataset, args.channels, args.cells)
+    plan = final_plan(args.dataset, args.channels, args.layers)
     image_size, _ = dataset_shape(args.dataset)
     dtype = torch.float32
     calls = part_calls([plan], device, dtype, args.batch, args.seed)
-    models = [build_network(g, args.dataset, args.channels, args.cells, auxiliary=False) for g in genotypes]
+    models = [build_network(g, args.dataset, args.channels, args.layers, auxiliary=False) for g in genotypes]
     for i, call in enumerate(network_calls(models, image_size, device, dtype, args.batch, args.seed)):
         calls[f"network{i}"] = call
     start = time.perf_counter()
@@ -153,7 +153,7 @@ def part_search(args: argparse.Namespace, device: torch.device) -> dict:
             runs[weight]["last_epoch"] = lines[-1]
     image_size, _ = dataset_shape(args.dataset)
     models = [
-        build_network(r["genotype"], args.dataset, args.channels, args.cells, auxiliary=False) for r in runs.values()
+        build_network(r["genotype"], args.dataset, args.channels, args.layers, auxiliary=False) for r in runs.values()
     ]
     measured = measure_networks(models, image_size, device, **timing(args), seed=args.seed)
     result = {
@@ -161,7 +161,7 @@ def part_search(args: argparse.Namespace, device: torch.device) -> dict:
         "epochs": args.search_epochs,
         "method": args.method,
         "seed": args.seed,
-        "final_network": {"dataset": args.dataset, "C": args.channels, "layers": args.cells},
+        "final_network": {"dataset": args.dataset, "C": args.channels, "layers": args.layers},
         "search_table": str(table_path),
     }
     for (weight, run), m in zip(runs.items(), measured):
@@ -183,7 +183,14 @@ def main() -> int:
     p.add_argument("--genotypes", type=int, default=24, help="random genotypes to compare (default: 24)")
     p.add_argument("--dataset", default="cifar10", help="final network form (default: cifar10)")
     p.add_argument("--channels", type=int, default=36, help="final network channels (default: 36)")
-    p.add_argument("--cells", type=int, default=20, help="final network cells (default: 20)")
+    p.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        default=20,
+        help="final network cells (default: 20; --cells: older name)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1, robust on a shared CPU)")

@@ -71,7 +71,7 @@ def build_step(m: str, args, device: torch.device):
     from rarts.utils import seed_everything
 
     seed_everything(0)
-    spec = BenchSpec(m.removesuffix(":serial"), args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    spec = BenchSpec(m.removesuffix(":serial"), args.batch, args.channels, args.layers, args.image_size, device="cpu")
     spec.paired_passes = not m.endswith(":serial")
     step, mult_adds, _, paired, passes = _search_step(spec, device)
     return step, mult_adds, paired, passes
@@ -86,7 +86,7 @@ class MethodProcess:
         import sys
 
         cmd = [sys.executable, __file__, "--serve", m, "--batch", str(args.batch), "--channels", str(args.channels)]
-        cmd += ["--cells", str(args.cells), "--image-size", str(args.image_size), "--threads", str(args.threads)]
+        cmd += ["--layers", str(args.layers), "--image-size", str(args.image_size), "--threads", str(args.threads)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         ready = json.loads(self._read())
         self.mult_adds, self.paired, self.passes = ready["mult_adds"], ready["paired"], tuple(ready["passes"])
@@ -165,7 +165,7 @@ def paired_passes(args, device: torch.device) -> dict:
     from rarts.utils import seed_everything
 
     seed_everything(0)
-    spec = BenchSpec("rarts", args.batch, args.channels, args.cells, args.image_size, device="cpu")
+    spec = BenchSpec("rarts", args.batch, args.channels, args.layers, args.image_size, device="cpu")
     spec.paired_passes = False  # the pairs one pass after the other, against one pass at batch 2B
     method, train, val = search_method(spec, device)
     both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
@@ -198,7 +198,9 @@ def main() -> None:
     p.add_argument("--methods", default="darts1,darts2,milenas,rarts,rarts-jacobi", help="--part methods only")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells", type=int, default=8)
+    p.add_argument(
+        "--layers", "--cells", dest="layers", type=int, default=8, help="number of cells (--cells: older name)"
+    )
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")

@@ -1,7 +1,7 @@
 """Which speed-ups of the DARTS 1st-order step pay on this device: each one switched on in turn, timed side by side.
 
     python benchmarks/search_speedups.py --out benchmarks/search_speedups_cpu.json
-    python benchmarks/search_speedups.py --channels 8 --cells 5 --image-size 16 --rounds 3     # a quick look
+    python benchmarks/search_speedups.py --channels 8 --layers 5 --image-size 16 --rounds 3     # a quick look
 
 Variants, each adding one change to the one before:
   straightforward   the textbook step: loss.backward() to every parameter in both halves (alpha's step also forms
@@ -53,7 +53,7 @@ def build(variant: str, args, device):
 
     torch.manual_seed(0)
     layout = torch.contiguous_format if variant == "straightforward" else torch.channels_last
-    net = SearchNetwork(args.channels, 10, args.cells).to(device).to(memory_format=layout)
+    net = SearchNetwork(args.channels, 10, args.layers).to(device).to(memory_format=layout)
     if variant in FAST_PATHS:
         use_fast_paths(net, FAST_PATHS[variant])
     arch = Architecture().to(device)
@@ -90,7 +90,7 @@ def sync(device):
 def memory_of(variant: str, args) -> int:
     """Peak memory of one warm-up and one step of `variant`, in a fresh process."""
     argv = [sys.executable, __file__, "--memory-of", variant] + [
-        f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("channels", "cells", "image_size", "batch", "device")
+        f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("channels", "layers", "image_size", "batch", "device")
     ]
     if args.threads:
         argv.append(f"--threads={args.threads}")
@@ -102,7 +102,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells", type=int, default=8)
+    p.add_argument(
+        "--layers", "--cells", dest="layers", type=int, default=8, help="number of cells (--cells: older name)"
+    )
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)

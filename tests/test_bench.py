@@ -121,7 +121,7 @@ def test_shared_relu_mixed_op_keeps_the_arithmetic():
 
 
 def test_measure_and_summary_fields():
-    spec = BenchSpec(method="darts1", batch=2, channels=4, cells=2, image_size=8, steps=2, warmup=0, threads=1)
+    spec = BenchSpec(method="darts1", batch=2, channels=4, layers=2, image_size=8, steps=2, warmup=0, threads=1)
     m = measure(spec)
     assert len(m.seconds) == 2 and all(t > 0 for t in m.seconds)
     row = summarise(m, peak_gflops=100.0)
@@ -134,7 +134,7 @@ def test_measure_and_summary_fields():
 
 
 def test_training_step_of_a_final_network():
-    spec = BenchSpec(method="train", batch=2, channels=4, cells=3, image_size=8, steps=1, warmup=0, threads=1)
+    spec = BenchSpec(method="train", batch=2, channels=4, layers=3, image_size=8, steps=1, warmup=0, threads=1)
     m = measure(spec)
     assert len(m.seconds) == 1 and m.forward_mult_adds > 0 and m.parameters > 0
 
@@ -152,7 +152,7 @@ def test_ratios_against_darts1_and_darts2():
 
 def test_cli_search_json(capsys):
     code = main(
-        "bench search --methods darts1,rarts-jacobi --channels 4 --cells 2 --image-size 8 --batch 2 --steps 1 "
+        "bench search --methods darts1,rarts-jacobi --channels 4 --layers 2 --image-size 8 --batch 2 --steps 1 "
         "--warmup 0 --threads 1 --no-isolate --json".split()
     )
     assert code == 0
@@ -168,7 +168,7 @@ def test_cli_search_json(capsys):
 
 @pytest.mark.parametrize("flag, expected", [("--paired-passes", [1, 1]), ("--no-paired-passes", None)])
 def test_cli_search_pairs_rarts_and_milenas_passes_with_two_threads(flag, expected, capsys):
-    argv = "bench search --methods darts1,milenas,rarts --channels 4 --cells 2 --image-size 8 --batch 2"
+    argv = "bench search --methods darts1,milenas,rarts --channels 4 --layers 2 --image-size 8 --batch 2"
     argv += " --steps 1 --warmup 0"
     try:
         assert main(f"{argv} --threads 2 --no-isolate --json {flag}".split()) == 0
@@ -198,7 +198,7 @@ def test_rounds_pool_the_steps_of_every_round(monkeypatch):
         [2],
         torch.device("cpu"),
         channels=4,
-        cells=2,
+        layers=2,
         image_size=8,
         steps=2,
         warmup=0,
@@ -209,7 +209,7 @@ def test_rounds_pool_the_steps_of_every_round(monkeypatch):
     assert order == ["darts1", "random"] * 3
     for r in result["results"]:
         assert len(r["seconds_per_step"]["all"]) == 6
-    assert result["settings"]["rounds"] == 3
+    assert result["settings"]["rounds"] == 3 and result["settings"]["layers"] == 2
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_rounds_pool_the_steps_of_every_round(monkeypatch):
         "bench search --batch x",
         "bench search --steps 0 --methods darts1",
         "bench search --rounds 0 --methods darts1",
-        "bench train --cells 2",
+        "bench train --layers 2",
     ],
 )
 def test_cli_usage_errors(argv, capsys):
@@ -230,7 +230,7 @@ def test_cli_usage_errors(argv, capsys):
 
 @pytest.mark.slow
 def test_isolated_measurement_reports_its_own_peak_memory():
-    spec = BenchSpec(method="random", batch=2, channels=4, cells=2, image_size=8, steps=1, warmup=0, threads=1)
+    spec = BenchSpec(method="random", batch=2, channels=4, layers=2, image_size=8, steps=1, warmup=0, threads=1)
     m = measure_isolated(spec)
     assert len(m.seconds) == 1
     assert m.peak_memory_bytes >= m.baseline_memory_bytes > 10**7  # torch alone takes more than 10 MB

@@ -44,7 +44,7 @@ def test_plot_writes_both_cells(tmp_path, monkeypatch, capsys):
 def test_params_cifar_defaults(capsys):
     assert main(["genotype", "params", "DARTS_V2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert (result["channels"], result["cells"], result["classes"]) == (36, 20, 10)
+    assert (result["channels"], result["layers"], result["classes"]) == (36, 20, 10)
     assert result["params"] == 3_349_342
     assert result["params_with_auxiliary"] == 3_825_768
     assert result["mult_adds"] == 528_359_040
@@ -53,24 +53,31 @@ def test_params_cifar_defaults(capsys):
 def test_params_imagenet_defaults(capsys):
     assert main(["genotype", "params", "DARTS_V2", "--dataset", "imagenet", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert (result["channels"], result["cells"], result["input_size"]) == (48, 14, [3, 224, 224])
+    assert (result["channels"], result["layers"], result["input_size"]) == (48, 14, [3, 224, 224])
     assert result["params"] == 4_718_752
     assert result["mult_adds"] == 529_911_552
 
 
 def test_params_readable(capsys):
-    assert main(["genotype", "params", "DARTS_V1", "--channels", "7", "--cells", "5"]) == 0  # CIFAR: any C
+    assert main(["genotype", "params", "DARTS_V1", "--channels", "7", "--layers", "5"]) == 0  # CIFAR: any C
     capsys.readouterr()
-    assert main(["genotype", "params", "DARTS_V1", "--channels", "8", "--cells", "5"]) == 0
+    assert main(["genotype", "params", "DARTS_V1", "--channels", "8", "--layers", "5"]) == 0
     out = capsys.readouterr().out
     assert "8 channels, 5 cells" in out and "parameters (auxiliary head excluded)" in out
+
+
+def test_cells_is_the_older_name_of_layers(capsys):
+    assert main(["genotype", "params", "DARTS_V1", "--channels", "8", "--cells", "5", "--json"]) == 0
+    older = json.loads(capsys.readouterr().out)
+    assert main(["genotype", "params", "DARTS_V1", "--channels", "8", "--layers", "5", "--json"]) == 0
+    assert older == json.loads(capsys.readouterr().out) and older["layers"] == 5
 
 
 def test_space_params(capsys):
     assert main(["space", "params", "--json", "--input-size", "8"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["weights"], result["alphas"], result["alpha_shape"]) == (1_930_618, 224, [14, 8])
-    assert main(["space", "params", "--channels", "4", "--cells", "3", "--classes", "5", "--input-size", "8"]) == 0
+    assert main(["space", "params", "--channels", "4", "--layers", "3", "--classes", "5", "--input-size", "8"]) == 0
     assert "architecture alpha" in capsys.readouterr().out
 
 
@@ -85,9 +92,9 @@ def test_space_params(capsys):
         (["genotype", "params", "DARTS_V2", "--channels", "0"], "--channels"),
         (["genotype", "params", "DARTS_V2", "--dataset", "imagenet", "--channels", "7"], "an even number of channels"),
         (["genotype", "params", "DARTS_V2", "--dataset", "mnist"], "invalid choice"),
-        (["space", "params", "--cells", "0"], "--cells"),
-        (["genotype", "params", "DARTS_V2", "--cells", "1"], "needs at least 3 cells"),
-        (["genotype", "params", "DARTS_V2", "--cells", "2", "--dataset", "imagenet"], "needs at least 3 cells"),
+        (["space", "params", "--layers", "0"], "--layers"),
+        (["genotype", "params", "DARTS_V2", "--layers", "1"], "needs at least 3 cells"),
+        (["genotype", "params", "DARTS_V2", "--layers", "2", "--dataset", "imagenet"], "needs at least 3 cells"),
         (["genotype", "show", "x" * 300], "unknown genotype 'xxx"),
         (["genotype", "show", "DARTS_V2 = " + V2.to_darts_string().replace("'max_pool_3x3'", "max_pool")], "position"),
     ],

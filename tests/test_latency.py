@@ -239,7 +239,8 @@ def test_cli_measure_predict_network(tmp_path, capsys):
     table = str(tmp_path / "t.json")
     tiny = ["--repeats", "2", "--warmup", "0", "--threads", "1", "--clock", "cpu"]
     assert (
-        main(["latency", "measure", "--channels", "4", "--cells", "3", "--image-size", "8", "--out", table] + tiny) == 0
+        main(["latency", "measure", "--channels", "4", "--layers", "3", "--image-size", "8", "--out", table] + tiny)
+        == 0
     )
     assert main(["latency", "predict", "--genotype", "DARTS_V2", "--table", table, "--network", "search"]) == 0
     assert "predicted" in capsys.readouterr().out
@@ -247,13 +248,13 @@ def test_cli_measure_predict_network(tmp_path, capsys):
     assert main(["latency", "predict", "--genotype", "DARTS_V2", "--table", table]) == 2
     assert "has no entry stem:cifar:3x32x32>108" in capsys.readouterr().err
     final = str(tmp_path / "f.json")
-    args = ["latency", "measure", "--network", "final", "--final-channels", "4", "--final-cells", "3", "--out", final]
+    args = ["latency", "measure", "--network", "final", "--final-channels", "4", "--final-layers", "3", "--out", final]
     assert main(args + tiny) == 0
     capsys.readouterr()
     assert main(["latency", "predict", "--genotype", "DARTS_V1", "--table", final, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["network"]["C"] == 4 and out["predicted_ms"] > out["fixed_ms"] > 0
-    args = ["latency", "network", "--genotype", "DARTS_V1", "--channels", "4", "--cells", "3", "--table", final]
+    args = ["latency", "network", "--genotype", "DARTS_V1", "--channels", "4", "--layers", "3", "--table", final]
     assert main(args + tiny + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predicted_ms"] > 0 and out["measured_over_predicted"] > 0
@@ -265,7 +266,7 @@ def test_cli_measure_predict_network(tmp_path, capsys):
 
 
 def test_cli_usage_errors(tmp_path, capsys):
-    assert main(["latency", "measure", "--channels", "0", "--cells", "3", "--image-size", "8"]) == 2
+    assert main(["latency", "measure", "--channels", "0", "--layers", "3", "--image-size", "8"]) == 2
     assert "--channels must be a positive integer" in capsys.readouterr().err
     assert main(["latency", "predict", "--genotype", "DARTS_V2", "--table", str(tmp_path / "none.json")]) == 2
     assert "file not found" in capsys.readouterr().err
@@ -335,11 +336,11 @@ def test_search_refuses_a_table_that_misses_its_network(tmp_path, capsys):
 def test_cli_measure_takes_the_class_count_of_a_folder_dataset(tmp_path, capsys):
     table = tmp_path / "t.json"
     tiny = ["--repeats", "1", "--warmup", "0", "--threads", "1", "--clock", "cpu"]
-    size = ["--channels", "4", "--cells", "3", "--image-size", "8"]
+    size = ["--channels", "4", "--layers", "3", "--image-size", "8"]
     argv = ["latency", "measure", *size, "--dataset", "folder", "--classes", "3", "--out", str(table), *tiny]
     assert main(argv) == 0
     capsys.readouterr()
     keys = json.loads(table.read_text())["entries"]
     assert any(key.startswith("head:") and key.endswith(">3") for key in keys)
     assert main(["latency", "measure", "--network", "final", *size, "--out", str(tmp_path / "f.json")]) == 2
-    assert "--final-channels and --final-cells" in capsys.readouterr().err
+    assert "--final-channels and --final-layers" in capsys.readouterr().err

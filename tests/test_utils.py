@@ -184,5 +184,5 @@ def test_under_torchrun_only_rank_0_prints_a_refused_setting(tmp_path, capsys, m
 
 
 def test_space_params_takes_image_size_as_input_size(capsys):
-    assert main(["space", "params", "--channels", "4", "--cells", "3", "--image-size", "8", "--json"]) == 0
+    assert main(["space", "params", "--channels", "4", "--layers", "3", "--image-size", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_size"] == [3, 8, 8]

@@ -53,7 +53,7 @@ class BenchSpec:
     method: str = "darts1"
     batch: int = 32
     channels: int = 16
-    cells: int = 8
+    layers: int = 8
     image_size: int = 32
     steps: int = 3
     warmup: int = 1
@@ -67,15 +67,15 @@ class BenchSpec:
     def validate(self) -> None:
         if self.method not in SEARCH_METHODS and self.method != TRAIN_NAME:
             raise UsageError(f"--methods: unknown method {self.method!r}; known: {', '.join(SEARCH_METHODS)}")
-        for name in ("batch", "channels", "cells", "steps"):
+        for name in ("batch", "channels", "layers", "steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name}: must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise UsageError(f"--warmup: must not be negative, got {self.warmup}")
         if self.image_size < 8:
             raise UsageError(f"--image-size: must be at least 8, got {self.image_size}")
-        if self.method == TRAIN_NAME and self.cells < 3:
-            raise UsageError(f"--cells: a final network needs at least 3 cells, got {self.cells}")
+        if self.method == TRAIN_NAME and self.layers < 3:
+            raise UsageError(f"--layers: a final network needs at least 3 cells, got {self.layers}")
 
 
 @dataclass
@@ -131,7 +131,7 @@ def search_method(spec: BenchSpec, device: torch.device):
     from rarts.search import MethodSettings
     from rarts.supernet import Architecture, SearchNetwork
 
-    net = SearchNetwork(spec.channels, 10, spec.cells).to(device)
+    net = SearchNetwork(spec.channels, 10, spec.layers).to(device)
     if spec.channels_last:
         net = net.to(memory_format=torch.channels_last)
     use_fast_paths(net)  # as `rarts search` does
@@ -169,7 +169,7 @@ def _train_step(spec: BenchSpec, device: torch.device):
 
     # The auxiliary head is built for the 8 x 8 maps that 32 x 32 images give at two thirds of the depth.
     auxiliary = spec.image_size == 32
-    model = build_network(load_genotype(spec.genotype), "cifar10", spec.channels, spec.cells, auxiliary=auxiliary)
+    model = build_network(load_genotype(spec.genotype), "cifar10", spec.channels, spec.layers, auxiliary=auxiliary)
     model = model.to(device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -336,7 +336,7 @@ def bench(
     batches: list[int],
     device: torch.device,
     channels: int = 16,
-    cells: int = 8,
+    layers: int = 8,
     image_size: int = 32,
     steps: int = 3,
     warmup: int = 1,
@@ -346,12 +346,12 @@ def bench(
     paired_passes: bool = True,
     isolate: Optional[bool] = None,
     train_channels: int = 36,
-    train_cells: int = 20,
+    train_layers: int = 20,
     genotype: str = "DARTS_V2",
     progress=None,
 ) -> dict:
     """Measure every (method, batch) pair; "train" in `methods` is a training step of the final network `genotype`
-    at train_channels and train_cells. The matmul peak is measured before and after; the larger one is the peak.
+    at train_channels and train_layers. The matmul peak is measured before and after; the larger one is the peak.
 
     channels_last: None turns it on (it pays on the CPU and on recent GPUs). isolate: None isolates on the CPU.
     rounds: measure every (method, batch) this many times, the methods in turn within each round, and pool the
@@ -373,7 +373,7 @@ def bench(
                     method=method,
                     batch=batch,
                     channels=train_channels if train else channels,
-                    cells=train_cells if train else cells,
+                    layers=train_layers if train else layers,
                     image_size=image_size,
                     steps=steps,
                     warmup=warmup,
@@ -413,7 +413,7 @@ def bench(
         "matmul_peak_runs_gflops": peaks,
         "settings": {
             "channels": channels,
-            "cells": cells,
+            "layers": layers,
             "image_size": image_size,
             "steps": steps,
             "warmup": warmup,
@@ -422,7 +422,7 @@ def bench(
             "threads": threads or torch.get_num_threads(),
             "paired_passes": paired_passes,
             "isolated_processes": isolate,
-            "train_network": {"genotype": genotype, "channels": train_channels, "cells": train_cells},
+            "train_network": {"genotype": genotype, "channels": train_channels, "layers": train_layers},
         },
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "environment": environment_info(device),

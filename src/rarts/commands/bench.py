@@ -23,7 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated: darts1, darts2, milenas, rarts, rarts-jacobi, random (default: the first four)",
     )
     s.add_argument("--channels", type=int, default=16, help="initial channels (default: 16)")
-    s.add_argument("--cells", type=int, default=8, help="cells (default: 8)")
+    s.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        default=8,
+        help="number of cells (default: 8; --cells: older name)",
+    )
     s.add_argument(
         "--paired-passes",
         dest="paired_passes",
@@ -38,7 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="one training step of a final network (default: DARTS_V2, 36 channels, 20 cells)")
     t.add_argument("--genotype", default="DARTS_V2", help="known name, JSON file or DARTS string (default: DARTS_V2)")
     t.add_argument("--channels", type=int, default=36, help="initial channels (default: 36)")
-    t.add_argument("--cells", type=int, default=20, help="cells (default: 20)")
+    t.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        default=20,
+        help="number of cells (default: 20; --cells: older name)",
+    )
     _common(t)
     t.set_defaults(func=train_command)
 
@@ -127,8 +141,8 @@ def search_command(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in SEARCH_METHODS]
     if not methods or unknown:
         raise UsageError(f"--methods: unknown {', '.join(unknown) or 'empty list'}; known: {', '.join(SEARCH_METHODS)}")
-    return _run(args, methods, channels=args.channels, cells=args.cells, paired_passes=args.paired_passes)
+    return _run(args, methods, channels=args.channels, layers=args.layers, paired_passes=args.paired_passes)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    return _run(args, ["train"], train_channels=args.channels, train_cells=args.cells, genotype=args.genotype)
+    return _run(args, ["train"], train_channels=args.channels, train_layers=args.layers, genotype=args.genotype)

@@ -12,7 +12,7 @@ from rarts.errors import UsageError
 
 GENOTYPE_HELP = "a known name (DARTS_V1, DARTS_V2), a JSON file, a DARTS genotype string, or a search run folder"
 DATASETS = ("cifar10", "cifar100", "imagenet")
-DEFAULT_SIZES = {"cifar10": (36, 20), "cifar100": (36, 20), "imagenet": (48, 14)}  # (channels, cells)
+DEFAULT_SIZES = {"cifar10": (36, 20), "cifar100": (36, 20), "imagenet": (48, 14)}  # (channels, layers)
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
@@ -53,7 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("genotype", metavar="GENOTYPE", help=GENOTYPE_HELP)
     c.add_argument("--dataset", choices=DATASETS, default="cifar10", help="network and input size (default: cifar10)")
     c.add_argument("--channels", type=int, help="initial channels C (default: 36 for CIFAR, 48 for ImageNet)")
-    c.add_argument("--cells", type=int, help="number of cells (default: 20 for CIFAR, 14 for ImageNet)")
+    c.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        help="number of cells (default: 20 for CIFAR, 14 for ImageNet; --cells: older name)",
+    )
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=params_command)
 
@@ -66,7 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qsub.required = True
     r = qsub.add_parser("params", help="weight and architecture (alpha) parameter counts of the search network")
     r.add_argument("--channels", type=int, default=16, help="initial channels C (default: 16)")
-    r.add_argument("--cells", type=int, default=8, help="number of cells (default: 8)")
+    r.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        default=8,
+        help="number of cells (default: 8; --cells: older name)",
+    )
     r.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     r.add_argument(
         "--input-size", "--image-size", dest="input_size", type=int, default=32, help="image side for mult-adds (32)"
@@ -75,20 +88,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=space_params_command)
 
 
-# The final network puts reduction cells at cells//3 and 2*cells//3 and its auxiliary head after the second:
+# The final network puts reduction cells at layers//3 and 2*layers//3 and its auxiliary head after the second:
 # with fewer than 3 cells that head gets the wrong feature size (2 builds, but only of reduction cells).
 # `rarts train` (layers) and `rarts bench` refuse the same.
 MIN_FINAL_CELLS = 3
 
 
-def _check_size(channels: int, cells: int, min_cells: int = 1) -> None:
+def _check_size(channels: int, layers: int, min_layers: int = 1) -> None:
     if channels < 1:
         raise UsageError(f"--channels must be a positive number, got {channels}")
-    if cells < 1:
-        raise UsageError(f"--cells must be at least 1, got {cells}")
-    if cells < min_cells:
+    if layers < 1:
+        raise UsageError(f"--layers must be at least 1, got {layers}")
+    if layers < min_layers:
         raise UsageError(
-            f"--cells {cells}: a final network needs at least {min_cells} cells (two of them reduction cells)"
+            f"--layers {layers}: a final network needs at least {min_layers} cells (two of them reduction cells)"
         )
 
 
@@ -123,15 +136,15 @@ def params_command(args: argparse.Namespace) -> int:
 
     genotype = load_genotype(args.genotype)
     channels = args.channels if args.channels is not None else DEFAULT_SIZES[args.dataset][0]
-    cells = args.cells if args.cells is not None else DEFAULT_SIZES[args.dataset][1]
-    _check_size(channels, cells, min_cells=MIN_FINAL_CELLS)
-    model = build_network(genotype, args.dataset, C=channels, layers=cells, auxiliary=True)
+    layers = args.layers if args.layers is not None else DEFAULT_SIZES[args.dataset][1]
+    _check_size(channels, layers, min_layers=MIN_FINAL_CELLS)
+    model = build_network(genotype, args.dataset, C=channels, layers=layers, auxiliary=True)
     input_size = INPUT_SIZES[args.dataset]
     result = {
         "genotype": genotype.to_dict(),
         "dataset": args.dataset,
         "channels": channels,
-        "cells": cells,
+        "layers": layers,
         "classes": CLASSES[args.dataset],
         "input_size": list(input_size),
         **summarize_network(model, input_size),
@@ -143,7 +156,7 @@ def params_command(args: argparse.Namespace) -> int:
     ops = result["operations"]
     size = "x".join(str(v) for v in input_size)
     name = args.genotype if len(args.genotype) <= 60 else "genotype"
-    print(f"{name} on {args.dataset}: {channels} channels, {cells} cells, {result['classes']} classes, input {size}")
+    print(f"{name} on {args.dataset}: {channels} channels, {layers} cells, {result['classes']} classes, input {size}")
     rows = [
         ("parameters (auxiliary head excluded)", result["params"]),
         ("parameters with the auxiliary head", result["params_with_auxiliary"]),
@@ -163,18 +176,18 @@ def space_params_command(args: argparse.Namespace) -> int:
     from rarts.flops import count_operations
     from rarts.supernet import Architecture, SearchNetwork
 
-    _check_size(args.channels, args.cells)
+    _check_size(args.channels, args.layers)
     if args.classes < 1:
         raise UsageError(f"--classes must be at least 1, got {args.classes}")
     if args.input_size < 8:
         raise UsageError(f"--input-size must be at least 8, got {args.input_size}")
     torch.manual_seed(0)
-    net = SearchNetwork(args.channels, args.classes, args.cells)
+    net = SearchNetwork(args.channels, args.classes, args.layers)
     arch = Architecture()
     operations = count_operations(net, (3, args.input_size, args.input_size), arch)
     result = {
         "channels": args.channels,
-        "cells": args.cells,
+        "layers": args.layers,
         "classes": args.classes,
         "weights": sum(p.numel() for p in net.parameters()),
         "alphas": sum(p.numel() for p in arch.parameters()),
@@ -187,7 +200,7 @@ def space_params_command(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     rows, cols = result["alpha_shape"]
-    print(f"search network: {args.channels} channels, {args.cells} cells, {args.classes} classes")
+    print(f"search network: {args.channels} channels, {args.layers} cells, {args.classes} classes")
     side = args.input_size
     print(f"  {'weights w':<36} {result['weights']:>14,}")
     print(f"  {'architecture alpha':<36} {result['alphas']:>14,}  (normal and reduce, {rows} x {cols} each)")

@@ -44,12 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--network", choices=NETWORKS, default="search", help="which network's shapes (default: search)")
     m.add_argument("--preset", default="quick", help="search preset giving the search network's size (default: quick)")
     m.add_argument("--channels", type=int, help="search network channels (default: the preset's)")
-    m.add_argument("--cells", type=int, help="search network cells (default: the preset's)")
+    m.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        help="search network cells (default: the preset's; --cells: older name)",
+    )
     m.add_argument("--image-size", dest="image_size", type=int, help="search network input size (default: preset's)")
     m.add_argument("--dataset", help="dataset deciding classes and final input size (default: preset's, or cifar10)")
     m.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     m.add_argument("--final-channels", dest="final_channels", type=int, help="final network channels (default: 36)")
-    m.add_argument("--final-cells", dest="final_cells", type=int, help="final network cells (default: 20)")
+    m.add_argument(
+        "--final-layers",
+        "--final-cells",
+        dest="final_layers",
+        type=int,
+        help="final network cells (default: 20; --final-cells: older name)",
+    )
     m.add_argument("--out", default="latency_table.json", help="table file to write (default: latency_table.json)")
     _timing_flags(m)
     m.set_defaults(func=measure_command)
@@ -65,7 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--network", choices=("final", "search"), default="final", help="which network (default: final)")
     pr.add_argument("--dataset", help="final network dataset (default: the table's)")
     pr.add_argument("--channels", type=int, help="final network channels (default: the table's)")
-    pr.add_argument("--cells", type=int, help="final network cells (default: the table's)")
+    pr.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        help="final network cells (default: the table's; --cells: older name)",
+    )
     pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.set_defaults(func=predict_command)
 
@@ -77,7 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--genotype", required=True, help="known name, JSON file, DARTS string or search run folder")
     n.add_argument("--dataset", default="cifar10", help="dataset deciding the network's form (default: cifar10)")
     n.add_argument("--channels", type=int, help="channels (default: 36 on CIFAR, 48 on ImageNet)")
-    n.add_argument("--cells", type=int, help="cells (default: 20 on CIFAR, 14 on ImageNet)")
+    n.add_argument(
+        "--layers",
+        "--cells",
+        dest="layers",
+        type=int,
+        help="cells (default: 20 on CIFAR, 14 on ImageNet; --cells: older name)",
+    )
     n.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     n.add_argument("--table", help="also print this table's prediction and the measured/predicted ratio")
     n.add_argument("--json", action="store_true", help="print one JSON object")
@@ -119,27 +143,27 @@ def _first(data: dict, *names: str) -> Any:
 
 
 def search_network_size(args: argparse.Namespace) -> tuple[int, int, int, str]:
-    """(channels, cells, image size, dataset) of the search network: flags first, then the search preset."""
+    """(channels, layers, image size, dataset) of the search network: flags first, then the search preset."""
     from rarts.config import load_preset
     from rarts.errors import UsageError
     from rarts.latency import dataset_shape
 
-    C, layers, image_size, dataset = args.channels, args.cells, args.image_size, args.dataset
-    for name, value in (("--channels", C), ("--cells", layers), ("--image-size", image_size)):
+    C, layers, image_size, dataset = args.channels, args.layers, args.image_size, args.dataset
+    for name, value in (("--channels", C), ("--layers", layers), ("--image-size", image_size)):
         _positive(name, value)
     if None in (C, layers, image_size, dataset):
         try:
             preset = load_preset("search", args.preset)
         except UsageError as e:
             if None in (C, layers):
-                raise UsageError(f"{e}; or give the search network's size with --channels and --cells") from None
+                raise UsageError(f"{e}; or give the search network's size with --channels and --layers") from None
             preset = {}
         C = C if C is not None else _first(preset, "channels", "init_channels", "C")
         layers = layers if layers is not None else _first(preset, "layers", "cells")
         dataset = dataset or _first(preset, "dataset") or "cifar10"
         image_size = image_size or _first(preset, "image_size", "input_size") or dataset_shape(dataset)[0]
         if C is None or layers is None:
-            raise UsageError(f"search preset {args.preset!r} names no channels or layers; give --channels and --cells")
+            raise UsageError(f"search preset {args.preset!r} names no channels or layers; give --channels and --layers")
     return int(C), int(layers), int(image_size), str(dataset)
 
 
@@ -153,11 +177,12 @@ def measure_command(args: argparse.Namespace) -> int:
 
     _check_timing(args)
     _positive("--final-channels", args.final_channels)
-    _positive("--final-cells", args.final_cells)
+    _positive("--final-layers", args.final_layers)
     _positive("--classes", args.classes)
-    if args.network == "final" and (args.channels is not None or args.cells is not None):
+    if args.network == "final" and (args.channels is not None or args.layers is not None):
         raise UsageError(
-            "--channels and --cells size the search network; the final network's are --final-channels and --final-cells"
+            "--channels and --layers size the search network; "
+            "the final network's are --final-channels and --final-layers"
         )
     check_out_file(args.out)  # now, not after minutes of timing
     device = pick_device(args.device)
@@ -168,7 +193,7 @@ def measure_command(args: argparse.Namespace) -> int:
         plans.append(search_plan(C, layers, image_size, args.classes or dataset_shape(dataset)[1]))
     if args.network in ("final", "both"):
         dataset = args.dataset or (dataset if args.network == "both" else "cifar10")
-        plans.append(final_plan(dataset, args.final_channels, args.final_cells, args.classes))
+        plans.append(final_plan(dataset, args.final_channels, args.final_layers, args.classes))
     keys = len({k for plan in plans for k in plan.required_keys()})
     print(f"timing {keys} parts on {device}, batch {args.batch}, {args.repeats} repeats", file=sys.stderr)
 
@@ -205,7 +230,7 @@ def _final_size(args: argparse.Namespace, table: Any) -> tuple[str, int | None, 
     dataset = args.dataset or recorded.get("dataset") or "cifar10"
     same = dataset == recorded.get("dataset")
     C = args.channels or (recorded.get("C") if same else None)
-    layers = args.cells or (recorded.get("layers") if same else None)
+    layers = args.layers or (recorded.get("layers") if same else None)
     return dataset, C, layers
 
 
@@ -217,7 +242,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from rarts.latency import LatencyTable, describe_network, final_plan, search_plan
 
     _positive("--channels", args.channels)
-    _positive("--cells", args.cells)
+    _positive("--layers", args.layers)
     genotype = load_genotype(args.genotype)
     table = LatencyTable.load(args.table)
     if args.network == "final":
@@ -260,7 +285,7 @@ def network_command(args: argparse.Namespace) -> int:
 
     _check_timing(args)
     _positive("--channels", args.channels)
-    _positive("--cells", args.cells)
+    _positive("--layers", args.layers)
     _positive("--classes", args.classes)
     genotype = load_genotype(args.genotype)
     device = pick_device(args.device)
@@ -269,8 +294,8 @@ def network_command(args: argparse.Namespace) -> int:
     predicted = None
     if args.table:  # before the timing, so a table that does not cover the network fails at once
         table = LatencyTable.load(args.table)
-        predicted = table.predict(final_plan(args.dataset, args.channels, args.cells, args.classes), genotype)
-    model = build_network(genotype, args.dataset, args.channels, args.cells, auxiliary=False, num_classes=args.classes)
+        predicted = table.predict(final_plan(args.dataset, args.channels, args.layers, args.classes), genotype)
+    model = build_network(genotype, args.dataset, args.channels, args.layers, auxiliary=False, num_classes=args.classes)
     result = measure_network(
         model,
         image_size,
