@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from rarts.commands import add_layers_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,14 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated: darts1, darts2, milenas, rarts, rarts-jacobi, random (default: the first four)",
     )
     s.add_argument("--channels", type=int, default=16, help="initial channels (default: 16)")
-    s.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        default=8,
-        help="number of cells (default: 8; --cells: older name)",
-    )
+    add_layers_argument(s, "number of cells", "8", default=8)
     s.add_argument(
         "--paired-passes",
         dest="paired_passes",
@@ -45,14 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="one training step of a final network (default: DARTS_V2, 36 channels, 20 cells)")
     t.add_argument("--genotype", default="DARTS_V2", help="known name, JSON file or DARTS string (default: DARTS_V2)")
     t.add_argument("--channels", type=int, default=36, help="initial channels (default: 36)")
-    t.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        default=20,
-        help="number of cells (default: 20; --cells: older name)",
-    )
+    add_layers_argument(t, "number of cells", "20", default=20)
     _common(t)
     t.set_defaults(func=train_command)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from rarts.commands import add_layers_argument
 from rarts.errors import UsageError
 
 GENOTYPE_HELP = "a known name (DARTS_V1, DARTS_V2), a JSON file, a DARTS genotype string, or a search run folder"
@@ -53,13 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("genotype", metavar="GENOTYPE", help=GENOTYPE_HELP)
     c.add_argument("--dataset", choices=DATASETS, default="cifar10", help="network and input size (default: cifar10)")
     c.add_argument("--channels", type=int, help="initial channels C (default: 36 for CIFAR, 48 for ImageNet)")
-    c.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        help="number of cells (default: 20 for CIFAR, 14 for ImageNet; --cells: older name)",
-    )
+    add_layers_argument(c, "number of cells", "20 for CIFAR, 14 for ImageNet")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=params_command)
 
@@ -72,14 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qsub.required = True
     r = qsub.add_parser("params", help="weight and architecture (alpha) parameter counts of the search network")
     r.add_argument("--channels", type=int, default=16, help="initial channels C (default: 16)")
-    r.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        default=8,
-        help="number of cells (default: 8; --cells: older name)",
-    )
+    add_layers_argument(r, "number of cells", "8", default=8)
     r.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     r.add_argument(
         "--input-size", "--image-size", dest="input_size", type=int, default=32, help="image side for mult-adds (32)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rarts.commands import add_layers_argument
+
 NETWORKS = ("search", "final", "both")
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 
@@ -44,24 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--network", choices=NETWORKS, default="search", help="which network's shapes (default: search)")
     m.add_argument("--preset", default="quick", help="search preset giving the search network's size (default: quick)")
     m.add_argument("--channels", type=int, help="search network channels (default: the preset's)")
-    m.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        help="search network cells (default: the preset's; --cells: older name)",
-    )
+    add_layers_argument(m, "search network cells", "the preset's")
     m.add_argument("--image-size", dest="image_size", type=int, help="search network input size (default: preset's)")
     m.add_argument("--dataset", help="dataset deciding classes and final input size (default: preset's, or cifar10)")
     m.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     m.add_argument("--final-channels", dest="final_channels", type=int, help="final network channels (default: 36)")
-    m.add_argument(
-        "--final-layers",
-        "--final-cells",
-        dest="final_layers",
-        type=int,
-        help="final network cells (default: 20; --final-cells: older name)",
-    )
+    add_layers_argument(m, "final network cells", "20", prefix="final-")
     m.add_argument("--out", default="latency_table.json", help="table file to write (default: latency_table.json)")
     _timing_flags(m)
     m.set_defaults(func=measure_command)
@@ -77,13 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--network", choices=("final", "search"), default="final", help="which network (default: final)")
     pr.add_argument("--dataset", help="final network dataset (default: the table's)")
     pr.add_argument("--channels", type=int, help="final network channels (default: the table's)")
-    pr.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        help="final network cells (default: the table's; --cells: older name)",
-    )
+    add_layers_argument(pr, "final network cells", "the table's")
     pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.set_defaults(func=predict_command)
 
@@ -95,13 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--genotype", required=True, help="known name, JSON file, DARTS string or search run folder")
     n.add_argument("--dataset", default="cifar10", help="dataset deciding the network's form (default: cifar10)")
     n.add_argument("--channels", type=int, help="channels (default: 36 on CIFAR, 48 on ImageNet)")
-    n.add_argument(
-        "--layers",
-        "--cells",
-        dest="layers",
-        type=int,
-        help="cells (default: 20 on CIFAR, 14 on ImageNet; --cells: older name)",
-    )
+    add_layers_argument(n, "cells", "20 on CIFAR, 14 on ImageNet")
     n.add_argument("--classes", type=int, help="number of classes (default: the dataset's; give it for a folder)")
     n.add_argument("--table", help="also print this table's prediction and the measured/predicted ratio")
     n.add_argument("--json", action="store_true", help="print one JSON object")
