@@ -14,6 +14,7 @@ random generator, which StreamLoader seeds for each image from (seed, epoch, pos
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -256,6 +257,15 @@ def load_folder(name: str, data_dir: str | Path | None, split: str) -> ImageFold
     return data
 
 
+def available_workers() -> int:
+    """Decoding processes for an image folder by default: the cores this process may run on (its CPU affinity,
+    where the system has one), shared among the processes torchrun started on the machine; at least one. More
+    would only contend for the cores, and torch's DataLoader warns of them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // local_processes)
+
+
 class _Positions(torch.utils.data.Sampler):
     """The (image index, augmentation seed) pairs a StreamLoader hands its DataLoader for the rest of an epoch,
     read from two int64 tensors a chunk at a time (a list of pairs for all of ImageNet would take 190 MB)."""
@@ -291,7 +301,8 @@ class _SeededItems(torch.utils.data.Dataset):
 
 
 class StreamLoader:
-    """Batches of an ImageFolder decoded by `workers` DataLoader processes, normalised on `device`.
+    """Batches of an ImageFolder decoded by `workers` DataLoader processes (None: available_workers()),
+    normalised on `device`.
 
     Yields (x, y): x (B, 3, S, S) float32 normalised with `mean`/`std` (channels_last when asked), y (B,) int64.
     Each epoch's order (shuffled when train=True) and every image's augmentation seed are drawn from (seed,
@@ -311,7 +322,7 @@ class StreamLoader:
         device: torch.device | str = "cpu",
         *,
         train: bool = True,
-        workers: int = 4,
+        workers: int | None = None,
         seed: int = 0,
         drop_last: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -322,7 +333,8 @@ class StreamLoader:
     ) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise UsageError(f"StreamLoader: batch_size={batch_size}, rank={rank}, world_size={world_size}")
-        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
+        self.dataset, self.batch_size = dataset, batch_size
+        self.workers = available_workers() if workers is None else workers
         self.device = torch.device(device)
         self.train, self.seed, self.drop_last, self.channels_last = train, seed, drop_last, channels_last
         self.rank, self.world_size = rank, world_size
