@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -629,3 +630,50 @@ def test_folder_info_measures_a_sample(image_root, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["splits"]["test"]["per_class"] == {"cat": 2, "dog": 2}
     assert report["splits"]["train"]["stats_images"] == 6 and abs(report["splits"]["train"]["mean"][1] - 0.5) < 0.05
+
+
+def _class_folders(root: Path, counts: dict[str, dict[str, int]]) -> Path:
+    """root/<split>/<class>/ with counts[split][class] tiny PNG images."""
+    from PIL import Image
+
+    for split, classes in counts.items():
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), 10 * i, dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return root
+
+
+DEGENERATE_FOLDERS = {
+    "one class": ({"train": {"cat": 6}, "val": {"cat": 2}}, r"train has one class folder \(cat\)"),
+    "empty class": ({"train": {"cat": 6, "dog": 0}, "val": {"cat": 2}}, "class folder .*train/dog holds no"),
+    "val class not in train": ({"train": {"cat": 6, "dog": 6}, "val": {"cat": 2, "cow": 1}}, "class folder .*val/cow"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE_FOLDERS))
+def test_degenerate_image_folders_are_refused_by_search_and_training(tmp_path, capsys, case):
+    pytest.importorskip("PIL.Image")
+    counts, message = DEGENERATE_FOLDERS[case]
+    root = _class_folders(tmp_path / "images", counts)
+    data = ["--dataset", "folder", "--data-dir", str(root)]
+    commands = {"train": ["train", "--genotype", "DARTS_V2", *data, "--preset", "quick", "device=cpu"]}
+    if case != "val class not in train":  # a search reads train/ alone
+        commands["search"] = ["search", "--method", "random", *data, "--preset", "quick", "device=cpu"]
+    for name, argv in commands.items():
+        assert main([*argv, "--out", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("rarts: error: "), err
+        assert re.search(message, err), err
+        assert not (tmp_path / name / "checkpoint.pt").exists()
+
+
+def test_a_class_of_few_training_images_is_warned_of(tmp_path, capsys):
+    pytest.importorskip("PIL.Image")
+    root = _class_folders(tmp_path, {"train": {"cat": 5, "dog": 3}, "val": {"cat": 1}})
+    train = load_dataset("folder", str(root), "train")
+    assert train.class_counts() == [5, 3]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rarts: warning: ") and "dog 3" in err and "cat" not in err
+    val = load_dataset("folder", str(root), "test")  # the validation split may lack a class: no warning
+    assert val.classes == ("cat", "dog") and len(val) == 1 and capsys.readouterr().err == ""

@@ -373,7 +373,9 @@ def _genotype_from_json_text(text: str, source: str) -> Genotype:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"{source} is neither JSON nor a DARTS genotype string: {e.msg} at line {e.lineno}") from None
+        raise UsageError(
+            f"{source} is neither JSON nor a DARTS genotype string: {e.msg}: line {e.lineno} column {e.colno}"
+        ) from None
     return Genotype.from_dict(data, source=source)
 
 

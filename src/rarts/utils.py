@@ -95,7 +95,7 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError as e:
         raise UsageError(f"file not found: {path}") from e
     except json.JSONDecodeError as e:
-        raise UsageError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}") from e
+        raise UsageError(f"{path} is not valid JSON: {e.msg}: line {e.lineno} column {e.colno}") from e
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not a JSON text file (not UTF-8 at byte {e.start})") from e
     except IsADirectoryError as e:

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, help="epochs (default: the preset's; the same as epochs=N)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. epochs=10 channels=16")
     t.set_defaults(func=train_command)
 
@@ -61,12 +62,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _checkpoint_path(arg: str):
+    """--checkpoint: a training checkpoint, or the run folder holding it; a search run folder (which evaluate and
+    export cannot use) is a UsageError saying what to pass instead."""
     from pathlib import Path
 
+    from rarts.errors import UsageError
     from rarts.runs import CHECKPOINT_NAME
 
     path = Path(arg)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    if not (path / CHECKPOINT_NAME).is_file() and _is_search_run(path):
+        raise UsageError(
+            f"{path} is a search run folder, not a training run: train its cells first (rarts train --genotype "
+            f"{path} --out TRAIN_RUN) and pass --checkpoint TRAIN_RUN"
+        )
+    return path / CHECKPOINT_NAME
+
+
+def _is_search_run(folder) -> bool:
+    """Whether `folder` holds a search run's records: its summary, or settings naming a search method."""
+    import json
+
+    if (folder / "summary.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "method" in config
 
 
 def _default_out(genotype: str) -> str:
@@ -90,7 +114,7 @@ def train_command(args: argparse.Namespace) -> int:
     cfg, checkpoint = command_config(TRAIN, args, flags, make_config)
     out = args.out or _default_out(cfg.genotype)
     resume = checkpoint is not None
-    result = run_command(TRAIN, out, lambda: train(cfg, out, resume=resume, checkpoint=checkpoint))
+    result = run_command(TRAIN, out, lambda: train(cfg, out, resume=resume, checkpoint=checkpoint, quiet=args.quiet))
     if result is not None and world_from_env().is_main:  # under torchrun, rank 0 alone reports
         print(
             f"test error {result['test_top1_error']:.2f}% (top-5 {result['test_top5_error']:.2f}%), "

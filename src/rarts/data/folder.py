@@ -14,6 +14,8 @@ random generator, which StreamLoader seeds for each image from (seed, epoch, pos
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from rarts.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLIT_FOLDERS = {"train": "train", "test": "val"}
+FEW_IMAGES = 5  # a training class with fewer images than this is warned of
 
 
 def _pil():
@@ -156,7 +159,8 @@ class ImageFolder(torch.utils.data.Dataset):
     """Images in root/<class>/<file>; item i is (uint8 tensor (3, S, S), int label).
 
     classes: the class names to use, in label order (the validation split passes the training split's, so
-        labels agree); by default the sorted sub-folder names.
+        labels agree); by default the sorted sub-folder names, at least two, each holding an image (anything else
+        is a UsageError naming the folder: a network cannot learn a class it never sees, nor learn from one class).
     transform: PIL image -> PIL image (TrainTransform, EvalTransform), or None for the image as it is.
     """
 
@@ -165,14 +169,20 @@ class ImageFolder(torch.utils.data.Dataset):
         if not self.root.is_dir():
             raise UsageError(f"image folder {self.root} does not exist")
         found = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        defines_classes = classes is None  # the validation split, given the training classes, may lack some
         if classes is None:
             classes = found
         else:
             unknown = sorted(set(found) - set(classes))
             if unknown:
-                raise UsageError(f"{self.root}: class folder {unknown[0]!r} is not among the training classes")
+                raise UsageError(
+                    f"class folder {self.root / unknown[0]} is not among the training classes: add it to train/ "
+                    "or remove it"
+                )
         if not classes:
             raise UsageError(f"{self.root} has no class folders (expected {self.root}/<class>/<image>)")
+        if len(classes) == 1:
+            raise UsageError(f"{self.root} has one class folder ({classes[0]}): a classifier needs at least two")
         self.classes = tuple(classes)
         self.name = name
         self.transform = transform
@@ -182,6 +192,8 @@ class ImageFolder(torch.utils.data.Dataset):
             files = (
                 sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
             )
+            if not files and defines_classes:  # a class the network would never see an image of
+                raise UsageError(f"class folder {folder} holds no .jpg, .jpeg or .png images: add some or remove it")
             self.samples.extend((str(p), label) for p in files)
         if not self.samples:
             raise UsageError(f"{self.root} holds no .jpg, .jpeg or .png images in its class folders")
@@ -234,7 +246,24 @@ def load_folder(name: str, data_dir: str | Path | None, split: str) -> ImageFold
     if split != "train" and (root / "train").is_dir():
         classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
     transform = TrainTransform() if split == "train" else EvalTransform()
-    return ImageFolder(folder, transform=transform, classes=classes, name=name)
+    data = ImageFolder(folder, transform=transform, classes=classes, name=name)
+    if split == "train":
+        few = [f"{cls} {n}" for cls, n in zip(data.classes, data.class_counts()) if n < FEW_IMAGES]
+        if few:
+            print(
+                f"rarts: warning: {folder} has classes of fewer than {FEW_IMAGES} images: {', '.join(few)}",
+                file=sys.stderr,
+            )
+    return data
+
+
+def available_workers() -> int:
+    """Decoding processes for an image folder by default: the cores this process may run on (its CPU affinity,
+    where the system has one), shared among the processes torchrun started on the machine; at least one. More
+    would only contend for the cores, and torch's DataLoader warns of them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // local_processes)
 
 
 class _Positions(torch.utils.data.Sampler):
@@ -272,7 +301,8 @@ class _SeededItems(torch.utils.data.Dataset):
 
 
 class StreamLoader:
-    """Batches of an ImageFolder decoded by `workers` DataLoader processes, normalised on `device`.
+    """Batches of an ImageFolder decoded by `workers` DataLoader processes (None: available_workers()),
+    normalised on `device`.
 
     Yields (x, y): x (B, 3, S, S) float32 normalised with `mean`/`std` (channels_last when asked), y (B,) int64.
     Each epoch's order (shuffled when train=True) and every image's augmentation seed are drawn from (seed,
@@ -292,7 +322,7 @@ class StreamLoader:
         device: torch.device | str = "cpu",
         *,
         train: bool = True,
-        workers: int = 4,
+        workers: int | None = None,
         seed: int = 0,
         drop_last: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
@@ -303,7 +333,8 @@ class StreamLoader:
     ) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise UsageError(f"StreamLoader: batch_size={batch_size}, rank={rank}, world_size={world_size}")
-        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
+        self.dataset, self.batch_size = dataset, batch_size
+        self.workers = available_workers() if workers is None else workers
         self.device = torch.device(device)
         self.train, self.seed, self.drop_last, self.channels_last = train, seed, drop_last, channels_last
         self.rank, self.world_size = rank, world_size

@@ -44,8 +44,8 @@ def load_checkpoint(path: str | os.PathLike, task: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from e
+        # Not torch's text: it advises loading with weights_only=False, which runs whatever code the file holds.
+        raise UsageError(f"{path} is not a rarts checkpoint, or it is damaged ({type(e).__name__} reading it)") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != checkpoint_format(task):
         other = ckpt.get("format") if isinstance(ckpt, dict) else None
         if other == checkpoint_format("search") and task == "train":

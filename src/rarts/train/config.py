@@ -43,7 +43,7 @@ class TrainConfig:
     # Off by default: on an H200 both make this network train slower (benchmarks/train_speed.py, docs/performance.md).
     amp: str = "off"  # off, bf16, fp16 (with a GradScaler), auto (CUDA: bf16 where supported, else fp16; CPU: off)
     channels_last: str = "off"  # off, on, auto (on with CUDA, off on CPU)
-    workers: int = free(4)  # decoding processes for image folders (folder, imagenet)
+    workers: Optional[int] = free(None)  # decoding processes for image folders; None: the cores available
     threads: int = free(0)  # torch CPU threads; 0 keeps torch's default (one per core)
     checkpoint_every: int = free(0)  # steps between extra checkpoints within an epoch (counted from its start); 0: none
     progress: bool = free(True)
@@ -89,7 +89,7 @@ class TrainConfig:
         if self.cutout < 0:
             raise UsageError(f"setting cutout={self.cutout}: must be >= 0")
         for name in ("workers", "threads", "checkpoint_every"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise UsageError(f"setting {name}={getattr(self, name)}: must be >= 0")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise UsageError(f"setting amp={self.amp!r}: choose auto, off, bf16 or fp16")

@@ -94,7 +94,7 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     device: str = "auto",
     batch_size: int = 256,
-    workers: int = 4,
+    workers: int | None = None,
     amp: str | None = None,
 ) -> dict[str, Any]:
     """Test top-1 / top-5 error (%) of the network saved in a training checkpoint, rebuilt from the checkpoint.

@@ -57,13 +57,15 @@ def train(
     log: Callable[[str], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     checkpoint: Optional[dict[str, Any]] = None,
+    quiet: bool = False,
 ) -> dict[str, Any] | None:
     """Train cfg.genotype from scratch in `run_dir` (or continue it with resume=True).
 
     stop_after: end the session after this many epochs in total (the run stays resumable), e.g. for time-limited
         job slots. sets: (train, test) ImageSets instead of loading cfg.dataset. on_step(epoch, step): called
         after every training step (tests stop a run in the middle of an epoch with it). checkpoint: run_dir's
-        checkpoint, when the caller has read it already (rarts.runs.command_config).
+        checkpoint, when the caller has read it already (rarts.runs.command_config). quiet: no progress bar and
+        no lines (`log` is not called).
     Returns the result dict (also written to result.json), or None when stopped before the last epoch.
     Under torchrun (WORLD_SIZE > 1) it joins the process group for the run (rarts.distributed.process_group).
     """
@@ -81,13 +83,15 @@ def train(
             )
 
     def body(world, device: torch.device, ckpt: Optional[dict[str, Any]], say) -> dict[str, Any] | None:
-        session = _Training(cfg, run_dir, world, device, ckpt, say, sets)
+        session = _Training(cfg, run_dir, world, device, ckpt, say, sets, quiet)
         return session.run(stop_after, on_step)
 
     from tqdm import tqdm
 
     say = log or tqdm.write
-    return runs.run_task(runs.TRAIN, cfg, run_dir, resume, body, say=say, checkpoint=checkpoint, check=same_cells)
+    return runs.run_task(
+        runs.TRAIN, cfg, run_dir, resume, body, say=say, quiet=quiet, checkpoint=checkpoint, check=same_cells
+    )
 
 
 def _checkpoint_name(epoch: int, step: int, steps_per_epoch: int) -> str:
@@ -100,10 +104,11 @@ def _checkpoint_name(epoch: int, step: int, steps_per_epoch: int) -> str:
 class _Training:
     """One session of a training run: built (and restored from a checkpoint) at construction, then `run`."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, world, device: torch.device, ckpt, say, sets):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, world, device: torch.device, ckpt, say, sets, quiet=False):
         from rarts.flops import count_mult_adds
 
         self.run_dir, self.world, self.device, self.say = run_dir, world, device, say
+        self.quiet = quiet  # no progress bar (the config keeps its `progress`, as a resumed run may show one)
         self.main = world.is_main
         self.ckpt_path = run_dir / runs.CHECKPOINT_NAME
         if ckpt is not None:
@@ -285,7 +290,7 @@ class _Training:
             self.data.train,
             self.optimizer,
             self.criterion,
-            cfg,
+            dataclasses.replace(cfg, progress=False) if self.quiet else cfg,
             self.amp_dtype,
             self.scaler,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
