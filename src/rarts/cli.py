@@ -70,6 +70,8 @@ def _rank() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code: 0, 1 a run that started and could not go on (its last checkpoint kept), 2 a
+    refused input, 130 Ctrl-C, 141 a closed pipe, 143 a run stopped by SIGTERM after checkpointing its step."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

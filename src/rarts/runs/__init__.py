@@ -5,8 +5,8 @@
 - `rng`: every random generator's state, one capture and one restore.
 - `finite`: what is checked before a checkpoint is written (weights and loss not inf or nan).
 - `resume`: which settings a resumed run may change, declared on the config fields; one resume check.
-- `run`: the start of a run (process group, checkpoint read once, "finished already"), failure messages and the
-  command-line glue.
+- `run`: the start of a run (process group, checkpoint read once, "finished already"), failure messages, SIGTERM,
+  refused writes, orphan temporary files, and the command-line glue.
 
 A task supplies its state, its step and its epoch end (rarts.search.loop, rarts.train.run).
 """
@@ -16,13 +16,28 @@ from rarts.runs.finite import check_finite, count_nonfinite
 from rarts.runs.folder import accuracy_scale, check_out_folder, run_folder_holds, write_environment, write_records
 from rarts.runs.resume import check_resumable, free, resume_free_settings
 from rarts.runs.rng import capture_rng, restore_rng
-from rarts.runs.run import SEARCH, TRAIN, Task, command_config, kept_note, memory_advice, run_command, run_task
+from rarts.runs.run import (
+    SEARCH,
+    TRAIN,
+    Stopped,
+    Task,
+    Terminated,
+    command_config,
+    kept_note,
+    memory_advice,
+    remove_orphans,
+    run_command,
+    run_task,
+    stop_requested,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
     "SEARCH",
     "TRAIN",
+    "Stopped",
     "Task",
+    "Terminated",
     "accuracy_scale",
     "capture_rng",
     "check_finite",
@@ -34,12 +49,14 @@ __all__ = [
     "kept_note",
     "load_checkpoint",
     "memory_advice",
+    "remove_orphans",
     "restore_rng",
     "resume_free_settings",
     "run_command",
     "run_folder_holds",
     "run_task",
     "save_checkpoint",
+    "stop_requested",
     "write_environment",
     "write_records",
 ]

@@ -10,12 +10,26 @@ its own state, step and epoch end; what a failure says (`memory_advice`, `kept_n
 
 `--resume` on a folder whose run stopped before its first checkpoint (it holds its config.json and nothing a new
 run would overwrite) starts the run afresh with a one-line note.
+
+Faults `run_task` turns into one line (rarts.cli prints it):
+- SIGTERM (SLURM, Kubernetes, `timeout`): while a run of one process is going, the handler only asks it to stop;
+  the task finishes its step, checkpoints it when its last checkpoint is older (`stop_requested`), and raises
+  `Terminated`, which becomes a `Stopped` (exit code 143) saying what is kept and how to resume. Under torchrun
+  the launcher's own signal handling applies.
+- An OSError while writing the run folder (no space, read-only, permission, quota): a RunFailed naming the file;
+  the writes are atomic (rarts.utils), so the earlier checkpoint is intact and no temporary file is left.
+- The temporary files an atomic write leaves when killed mid-write (`.checkpoint.pt.k2j4x_9q.tmp`) are removed
+  when a run starts or resumes in the folder (`remove_orphans`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +58,77 @@ class Task:
 
 SEARCH = Task("search", "search", "summary.json", "genotype")
 TRAIN = Task("train", "training", "result.json", "test_top1_error")
+
+
+class Terminated(Exception):
+    """Raised by a task that stopped on SIGTERM after its step (and checkpoint); its text: where it stood."""
+
+
+class Stopped(RunFailed):
+    """A run stopped by SIGTERM, its last checkpoint kept: exit code 143 (128 + SIGTERM), as a shell reports it."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+# Set by the SIGTERM handler while a run is going; the task looks at it after every step.
+_TERM = {"requested": False}
+
+
+def stop_requested() -> bool:
+    """Whether SIGTERM has asked the run going in this process to stop after its current step."""
+    return _TERM["requested"]
+
+
+@contextlib.contextmanager
+def _sigterm_stops(enabled: bool) -> Iterator[None]:
+    """While the run goes: SIGTERM sets stop_requested() (main thread only; the previous handler comes back)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_to_stop(signum: int, frame: Any) -> None:
+        _TERM["requested"] = True
+
+    previous = signal.signal(signal.SIGTERM, ask_to_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _TERM["requested"] = False
+
+
+# The temporary files of rarts.utils.atomic_write_bytes: "." + the file's name + "." + mkstemp's 8 characters.
+_ORPHAN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_orphans(run_dir: Path) -> list[Path]:
+    """Remove the temporary files that atomic writes left in run_dir when a run was killed mid-write, and only
+    those (hidden, named by the pattern above); returns the paths removed."""
+    if not run_dir.is_dir():
+        return []
+    removed = []
+    for path in sorted(run_dir.iterdir()):
+        if _ORPHAN.match(path.name) and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+# errno values of a write the file system refused: a full disk or quota, a read-only mount, no permission.
+_WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _write_fault(e: OSError, run_dir: Path) -> bool:
+    """Whether `e` is a refused write of the run folder (not, say, a data file that cannot be read)."""
+    if e.errno not in _WRITE_FAULTS:
+        return False
+    if e.filename is None:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    try:
+        Path(e.filename).resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def read_checkpoint(task: Task, run_dir: Path, say: Say) -> Optional[dict[str, Any]]:
@@ -78,6 +163,8 @@ def run_task(
         if quiet or not world.is_main:
             say = _silent
         check_out_folder(run_dir, f"{task.noun} run", resume)
+        if world.is_main:
+            remove_orphans(run_dir)
         if resume and checkpoint is None:
             checkpoint = read_checkpoint(task, run_dir, say)
         if checkpoint is not None:
@@ -91,7 +178,16 @@ def run_task(
                     say(f"{run_dir}: the {task.noun} has finished already")
                     return result
                 # A result file that is not the run's (overwritten, cut short): written again from the checkpoint.
-        return body(world, device, checkpoint, say)
+        try:
+            with _sigterm_stops(enabled=not world.enabled):
+                return body(world, device, checkpoint, say)
+        except Terminated as e:
+            raise Stopped(f"stopped by SIGTERM {e}; {how_to_resume(run_dir, task.name)}") from None
+        except OSError as e:
+            if not _write_fault(e, run_dir):
+                raise
+            where = e.filename or run_dir
+            raise RunFailed(f"cannot write {where}: {e.strerror}; {how_to_resume(run_dir, task.name)}") from e
 
 
 def _silent(_: str) -> None:
@@ -163,13 +259,14 @@ def run_command(task: Task, out: str, run: Callable[[], Any]) -> Any:
 
 def say_how_to_resume(out: str | Path, command: str) -> None:
     """After Ctrl-C: tell the user whether a checkpoint was kept and the command that continues the run."""
+    print(f"rarts: {how_to_resume(out, command)}", file=sys.stderr)
+
+
+def how_to_resume(out: str | Path, command: str) -> str:
+    """Whether a checkpoint was kept in `out` and, if so, the command that continues the run."""
     if (Path(out) / CHECKPOINT_NAME).is_file():
-        print(
-            f"rarts: the last checkpoint in {out} is intact; continue with: rarts {command} --out {out} --resume",
-            file=sys.stderr,
-        )
-    else:
-        print(f"rarts: no checkpoint had been written to {out} yet", file=sys.stderr)
+        return f"the last checkpoint in {out} is intact; continue with: rarts {command} --out {out} --resume"
+    return f"no checkpoint had been written to {out} yet"
 
 
 def _stderr(message: str) -> None:

@@ -17,7 +17,9 @@ y_val_loss/y_val_acc (y evaluated on the validation half, the data y trains on).
 Metrics stay tensors on the device between host syncs, which happen every `log_every` steps, before a
 checkpoint and at the end of an epoch. At each sync every metric of every step since the last one is checked:
 a non-finite value stops the run (RunFailed) before anything is saved, and so do inf or nan weights or alpha
-(rarts.runs.finite), checked before every checkpoint, so the last checkpoint stays good.
+(rarts.runs.finite: with the batch-norm statistics and the optimiser states), checked before every checkpoint, and a
+non-finite validation loss at the end of an epoch, so the last checkpoint stays good. SIGTERM (rarts.runs.run)
+stops the run after its step, checkpointed.
 
 Under torchrun (WORLD_SIZE > 1; rarts.distributed) every process runs this loop on its shard of each global
 batch (batch_size per process), the methods average their gradients over the processes, the epoch's metrics and
@@ -44,6 +46,7 @@ from rarts.genotype import derive_genotype
 from rarts.runs import (
     CHECKPOINT_NAME,
     SEARCH,
+    Terminated,
     capture_rng,
     check_finite,
     count_nonfinite,
@@ -52,6 +55,7 @@ from rarts.runs import (
     restore_rng,
     run_task,
     save_checkpoint,
+    stop_requested,
     write_records,
 )
 from rarts.search.base import METHODS, ArchPenalty, SearchMethod
@@ -204,7 +208,8 @@ class _LoopState:
     def check_weights(self) -> None:
         """Stop before a checkpoint would save inf or nan weights or alpha (a step's update can make them so while
         the loss logged for it, computed before the update, is finite); every process must call it."""
-        bad = count_nonfinite(*self.method.networks().values(), self.method.arch)
+        optimizers = [opt.state_dict() for opt in self.method.optimizers.values()]
+        bad = count_nonfinite(*self.method.networks().values(), self.method.arch, states=optimizers)
         check_finite(any_process(bool(bad), self.device), f"at {self.where(self.step - 1)}", weights="weights or alpha")
 
     def save(self, meter: EpochMeter) -> None:
@@ -284,11 +289,23 @@ class _LoopState:
                         self.save(meter)
                 if on_step is not None:
                     on_step(self.epoch, self.step)
+                if self.step < self.steps_per_epoch and stop_requested():
+                    self.stop(meter)
             meter.check(self.where)
             row = self.end_epoch(meter)
             if self.world.is_main:
                 log_epoch(logger, alphas_path, row, method.arch)
                 out(epoch_line(row, cfg.epochs))
+            if self.epoch < cfg.epochs and stop_requested():
+                raise Terminated(f"after epoch {self.epoch}/{cfg.epochs} of {cfg.method}")
+
+    def stop(self, meter: EpochMeter) -> None:
+        """SIGTERM within an epoch: checkpoint this step unless its checkpoint is written already, then stop."""
+        if self.saved_at != (self.epoch, self.step):
+            meter.check(self.where)
+            self.check_weights()
+            self.save(meter)
+        raise Terminated(f"at {self.place(self.step - 1)}")
 
     def end_epoch(self, meter: EpochMeter) -> dict[str, Any]:
         """Evaluate, derive the genotype, move the schedules on, checkpoint; returns the epoch's metrics row."""
@@ -302,6 +319,7 @@ class _LoopState:
             prefix = "" if key == "w" else f"{key}_"
             row[f"{prefix}val_loss"], accuracy = evaluate(net, self.data.val_eval, mixing)
             row[f"{prefix}val_acc"] = 100.0 * accuracy
+            check_finite(0, f"at {self.where(self.step - 1)}", loss=row[f"{prefix}val_loss"], what=f"{prefix}val_loss")
         genotype = derive_genotype(method.arch.alpha_normal, method.arch.alpha_reduce)
         row["genotype"] = genotype.to_darts_string()
         if self.latency is not None:  # the expectation runs over all 14 edges, the genotype has 8 ops per cell

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rarts.runs.finite import count_nonfinite
+from rarts.runs.run import Terminated, stop_requested
 from rarts.train.config import TrainConfig
 from rarts.train.recipe import autocast, is_main_process, training_loss
 
@@ -41,6 +42,7 @@ def train_one_epoch(
     checkpoint(step, sums): called every cfg.checkpoint_every steps of the epoch but the last, on every process,
     with the sums so far over all processes (and `nonfinite_weights`, the count of weights that are inf or nan);
     on_step(step): called after every step (tests stop runs with it). The result holds `nonfinite_weights` too.
+    After SIGTERM (rarts.runs.stop_requested) a step but the last is checkpointed and raises Terminated.
     """
     from tqdm import tqdm
 
@@ -79,18 +81,35 @@ def train_one_epoch(
         total_correct += (logits.detach().argmax(dim=1) == y).sum()
         if step % 20 == 1 and not bar.disable:  # .item() is a device sync: only now and then
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < len(loader):
-            sums = _sum_over_processes(total_loss, total_correct, seen, count_nonfinite(model))
-            checkpoint(step, {"loss": sums[0], "correct": sums[1], "seen": sums[2], "nonfinite_weights": sums[3]})
+        within = checkpoint is not None and step < len(loader)
+        due = within and cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+        if due:
+            checkpoint(step, _sums(total_loss, total_correct, seen, model, optimizer))
         if on_step is not None:
             on_step(step)
+        if within and stop_requested():
+            if not due:
+                checkpoint(step, _sums(total_loss, total_correct, seen, model, optimizer))
+            raise Terminated(f"at step {step}/{len(loader)} of {desc}")
     bar.close()
-    total_loss, correct, seen, nonfinite = _sum_over_processes(total_loss, total_correct, seen, count_nonfinite(model))
+    nonfinite = _nonfinite(model, optimizer)
+    total_loss, correct, seen, nonfinite = _sum_over_processes(total_loss, total_correct, seen, nonfinite)
     return {
         "train_loss": total_loss / max(seen, 1),
         "train_top1": 100.0 * correct / max(seen, 1),
         "nonfinite_weights": int(nonfinite),
     }
+
+
+def _nonfinite(model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """What a checkpoint would save of inf or nan: weights, batch-norm statistics, momentum."""
+    return count_nonfinite(model, states=[optimizer.state_dict()["state"]])
+
+
+def _sums(total_loss: torch.Tensor, total_correct: torch.Tensor, seen: int, model: nn.Module, optimizer) -> dict:
+    """The epoch's sums so far over all processes, and the count of weights gone inf or nan, as checkpoint takes."""
+    sums = _sum_over_processes(total_loss, total_correct, seen, _nonfinite(model, optimizer))
+    return {"loss": sums[0], "correct": sums[1], "seen": sums[2], "nonfinite_weights": sums[3]}
 
 
 def _sum_over_processes(*values: torch.Tensor | int) -> list[float]:

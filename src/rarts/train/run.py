@@ -261,6 +261,8 @@ class _Training:
                 for epoch in range(self.start_epoch, end_epoch):
                     self.epoch = epoch
                     self.train_epoch(epoch, logger, on_step)
+                    if epoch + 1 < cfg.epochs and runs.stop_requested():
+                        raise runs.Terminated(f"after epoch {epoch + 1}/{cfg.epochs}")
         finally:
             if logger is not None:
                 logger.close()
@@ -304,6 +306,8 @@ class _Training:
         # may hold different numbers of test batches (a streamed test set smaller than the processes, say).
         broadcast_state(net, buffers_only=True)
         self.last_test = last_test = evaluate(net, self.data.test, self.amp_dtype)
+        where = f"in epoch {epoch + 1}/{cfg.epochs}; {self.kept_note(f' in {self.run_dir}')}"
+        runs.check_finite(0, where, loss=last_test["test_loss"], what="test loss")
         self.scheduler.step()
         seconds = time_before + time.perf_counter() - t0
         self.train_time += seconds
