@@ -20,12 +20,14 @@ def run_script(name: str, *args: str) -> None:
 
 def test_search_ratios_in_processes_appends_runs(tmp_path):
     out = tmp_path / "ratios.json"
-    first = ["--methods", "darts1", "--threads", "2", "--rounds", "1", "--out", str(out)]
-    run_script("search_ratios.py", "--processes", *TINY, *first)
+    # The first run only gives the second a run to append to: in one process, without the method processes' start.
+    first = ["--methods", "darts1", "--threads", "1", "--rounds", "1", "--out", str(out)]
+    run_script("search_ratios.py", *TINY, *first)
     second = ["--methods", "darts1,rarts,rarts:serial", "--threads", "2", "--rounds", "2", "--out", str(out)]
     run_script("search_ratios.py", "--processes", *TINY, *second, "--note", "second")
     runs = json.loads(out.read_text())["runs"]
     assert [r["note"] for r in runs] == ["", "second"]
+    assert [r["settings"]["processes"] for r in runs] == [False, True]
     rows = {r["method"]: r for r in runs[-1]["results"]}
     assert set(rows) == {"darts1", "rarts", "rarts:serial"}
     assert rows["darts1"]["vs_darts1"] == 1.0
