@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-TINY = ["--batch", "2", "--channels", "4", "--layers", "3", "--image-size", "8", "--warmup", "0"]
+TINY = ["--batch", "2", "--channels", "4", "--layers", "2", "--image-size", "8", "--warmup", "0"]
 
 
 def run_script(name: str, *args: str) -> None:
