@@ -294,7 +294,9 @@ def test_no_pairs_where_they_cannot_pay(name, settings, device, enabled):
 # ---- the search command --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["rarts", "milenas"])
+# milenas's paired steps equal its serial ones exactly (test_paired_steps_equal_the_serial_steps_exactly): the search
+# through the loop, on two threads, runs in the slow suite
+@pytest.mark.parametrize("method", ["rarts", pytest.param("milenas", marks=pytest.mark.slow)])
 def test_a_search_with_two_threads_pairs_its_passes_and_says_so(tmp_path, method):
     from rarts.search.config import make_config
     from rarts.search.loop import run_search
