@@ -1,8 +1,16 @@
 """Shared test settings and fixtures."""
 
-import numpy as np
-import pytest
-import torch
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine a spinning thread of one process takes a
+# core that another process's thread is waiting for, and a tiny step on two threads becomes many times slower. Set
+# before torch is imported, for this process and every one a test starts (benchmark scripts, spawned ranks,
+# torchrun, isolated measurements); it changes when threads wait, not what they compute.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # The fast suite runs tiny networks, where one thread is as fast as two and immune to oversubscription on a
 # busy 2-core machine (where two spinning threads per process can make a step many times slower).

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-TINY = ["--batch", "2", "--channels", "4", "--layers", "3", "--image-size", "8", "--warmup", "0"]
+TINY = ["--batch", "2", "--channels", "4", "--layers", "2", "--image-size", "8", "--warmup", "0"]
 
 
 def run_script(name: str, *args: str) -> None:
@@ -18,14 +20,35 @@ def run_script(name: str, *args: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_search_ratios_appends_runs_and_pairs_only_unsuffixed_methods(tmp_path):
+    """The fast suite's run of search_ratios.py: the methods in this process, appended to a file of one run written
+    before runs were appended (the process-per-method variant below, in the slow suite, starts four processes)."""
+    out = tmp_path / "ratios.json"
+    out.write_text(json.dumps({"settings": {}, "environment": {}, "results": [], "note": ""}))
+    second = ["--methods", "darts1,rarts,rarts:serial", "--threads", "2", "--rounds", "2", "--out", str(out)]
+    run_script("search_ratios.py", *TINY, *second, "--note", "second")
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["note"] for r in runs] == ["", "second"] and runs[-1]["settings"]["processes"] is False
+    rows = {r["method"]: r for r in runs[-1]["results"]}
+    assert set(rows) == {"darts1", "rarts", "rarts:serial"}
+    assert rows["darts1"]["vs_darts1"] == 1.0
+    assert rows["rarts"]["paired_passes_threads"] == [1, 1] and rows["rarts:serial"]["paired_passes_threads"] is None
+    assert rows["rarts"]["flops_vs_darts1"] == 2.0  # the methods' passes: 10F against 5F
+    for row in rows.values():
+        assert len(row["seconds"]) == 2 and all(s > 0 for s in row["seconds"])
+
+
+@pytest.mark.slow
 def test_search_ratios_in_processes_appends_runs(tmp_path):
     out = tmp_path / "ratios.json"
-    first = ["--methods", "darts1", "--threads", "2", "--rounds", "1", "--out", str(out)]
-    run_script("search_ratios.py", "--processes", *TINY, *first)
+    # The first run only gives the second a run to append to: in one process, without the method processes' start.
+    first = ["--methods", "darts1", "--threads", "1", "--rounds", "1", "--out", str(out)]
+    run_script("search_ratios.py", *TINY, *first)
     second = ["--methods", "darts1,rarts,rarts:serial", "--threads", "2", "--rounds", "2", "--out", str(out)]
     run_script("search_ratios.py", "--processes", *TINY, *second, "--note", "second")
     runs = json.loads(out.read_text())["runs"]
     assert [r["note"] for r in runs] == ["", "second"]
+    assert [r["settings"]["processes"] for r in runs] == [False, True]
     rows = {r["method"]: r for r in runs[-1]["results"]}
     assert set(rows) == {"darts1", "rarts", "rarts:serial"}
     assert rows["darts1"]["vs_darts1"] == 1.0

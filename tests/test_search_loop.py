@@ -51,9 +51,16 @@ def tiny_args(method: str, out: Path, *extra: str) -> list[str]:
 # ---- a whole run -----------------------------------------------------------------------------------------------------
 
 
-def test_run_folder_holds_every_artefact(tmp_path):
-    out = tmp_path / "run"
-    summary = run_search(tiny("darts1", plots=True), out, quiet=True)
+@pytest.fixture(scope="module")
+def darts1_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A whole tiny darts1 search with plots (which draw no random numbers): its folder and summary, read by
+    several tests."""
+    out = tmp_path_factory.mktemp("darts1") / "run"
+    return out, run_search(tiny("darts1", plots=True), out, quiet=True)
+
+
+def test_run_folder_holds_every_artefact(darts1_run):
+    out, summary = darts1_run
     for name in ("config.json", "environment.json", "metrics.jsonl", "metrics.csv", "alphas.jsonl", "genotype.json"):
         assert (out / name).is_file(), name
     assert (out / "alpha.png").stat().st_size > 0
@@ -96,11 +103,10 @@ def test_rarts_logs_both_weight_sets(tmp_path):
 # ---- kill and resume -------------------------------------------------------------------------------------------------
 
 
-def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_path):
+def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_path, darts1_run):
     """The checkpoint of an epoch is written before its metrics and alpha rows: a kill in between leaves a
     checkpoint at the next epoch and no row for this one. The resumed run writes the row from the checkpoint."""
     cfg = tiny("darts1")
-    run_search(cfg, tmp_path / "whole", quiet=True)
     run = tmp_path / "killed"
     with pytest.raises(Killed):
         run_search(cfg, run, quiet=True, on_step=kill_after(3))
@@ -109,7 +115,7 @@ def test_a_kill_between_the_epoch_checkpoint_and_its_log_lines_loses_no_row(tmp_
         (run / name).write_text("".join(lines[:-1]))
     (run / "metrics.csv").write_text("")
     run_search(cfg, run, resume=True, quiet=True)
-    assert search_results(run) == search_results(tmp_path / "whole")
+    assert search_results(run) == search_results(darts1_run[0])
     env = json.loads((run / "environment.json").read_text())
     assert env["resumed_at"] is None and [r["resumed_at"] for r in env["resumes"]] == [{"epoch": 1, "step": 0}]
 
