@@ -22,9 +22,8 @@ import pytest
 import torch
 
 from rarts.cli import main
-from rarts.errors import RunFailed
 from rarts.runs import CHECKPOINT_NAME, Stopped, remove_orphans
-from test_runs import TASKS, Search, Train, _key_values
+from test_runs import TASKS, Search, Train, _key_values, check_non_finite_stop
 from tiny_runs import TINY_SEARCH, same_training, search_results
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -250,27 +249,8 @@ NON_FINITE = [
 ]
 
 
-def _floating_tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj] if obj.is_floating_point() else []
-    if isinstance(obj, dict):
-        return [t for value in obj.values() for t in _floating_tensors(value)]
-    if isinstance(obj, (list, tuple)):
-        return [t for value in obj for t in _floating_tensors(value)]
-    return []
-
-
 @pytest.mark.parametrize("task, start, message, kept", NON_FINITE)
 def test_a_non_finite_statistic_or_evaluation_stops_the_run_with_every_saved_tensor_finite(
     tmp_path, monkeypatch, task, start, message, kept
 ):
-    run = tmp_path / "run"
-    with pytest.raises(RunFailed, match=message) as err:
-        start(run, monkeypatch)
-    assert err.value.exit_code == 1
-    assert not (run / task.result).exists()
-    ckpt = task.load(run)
-    assert task.position(ckpt) == kept
-    tensors = _floating_tensors(ckpt)
-    assert len(tensors) > len(task.saved_tensors(ckpt))  # buffers and optimiser state too
-    assert all(torch.isfinite(t).all() for t in tensors)
+    check_non_finite_stop(tmp_path / "run", monkeypatch, task, start, message, kept)

@@ -455,11 +455,20 @@ NON_FINITE = [
 ]
 
 
-@pytest.mark.parametrize("task, start, message, kept", NON_FINITE)
-def test_a_run_gone_non_finite_stops_and_keeps_its_last_good_checkpoint(
-    tmp_path, monkeypatch, task, start, message, kept
-):
-    run = tmp_path / "run"
+def floating_tensors(obj) -> list[torch.Tensor]:
+    """Every floating-point tensor in a checkpoint (weights, alpha, buffers, optimiser state, ...)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, dict):
+        return [t for value in obj.values() for t in floating_tensors(value)]
+    if isinstance(obj, (list, tuple)):
+        return [t for value in obj for t in floating_tensors(value)]
+    return []
+
+
+def check_non_finite_stop(run: Path, monkeypatch, task, start, message, kept) -> None:
+    """start(run) goes inf or nan: one RunFailed (exit 1) saying `message`, no result file, and the checkpoint kept
+    at `kept` (or none) holding finite tensors only, the saved weights and every buffer and optimiser state."""
     with pytest.raises(RunFailed, match=message) as err:
         start(run, monkeypatch)
     assert err.value.exit_code == 1
@@ -470,6 +479,16 @@ def test_a_run_gone_non_finite_stops_and_keeps_its_last_good_checkpoint(
     ckpt = task.load(run)
     assert task.position(ckpt) == kept
     assert all(torch.isfinite(t).all() for t in task.saved_tensors(ckpt))
+    tensors = floating_tensors(ckpt)
+    assert len(tensors) > len(task.saved_tensors(ckpt))  # buffers and optimiser state too
+    assert all(torch.isfinite(t).all() for t in tensors)
+
+
+@pytest.mark.parametrize("task, start, message, kept", NON_FINITE)
+def test_a_run_gone_non_finite_stops_and_keeps_its_last_good_checkpoint(
+    tmp_path, monkeypatch, task, start, message, kept
+):
+    check_non_finite_stop(tmp_path / "run", monkeypatch, task, start, message, kept)
 
 
 @pytest.mark.parametrize("task", TASKS)
